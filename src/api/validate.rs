@@ -1,0 +1,1 @@
+//! Validation of specs before any data-plane call (filled in below).

@@ -1,0 +1,6 @@
+//! The `shadowsync` command line.
+use std::process::ExitCode;
+
+pub fn main() -> ExitCode {
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,17 @@
+//! shadowsync keeps AWS IoT device shadows and retained MQTT messages in the
+//! state declared by two Kubernetes custom resources.
+//!
+//! The crate reads top-down:
+//! - [`api`]: the `ThingShadow` and `RetainedMessage` resource types and their validation;
+//! - [`planner`]: pure functions from (spec, observed cloud state, ownership) to a plan and a status;
+//! - [`dataplane`]: the AWS IoT data-plane contract and its implementations
+//!   (AWS SDK adapter, embedded store, local REST server);
+//! - [`sync`]: one reconcile pass against a data plane (read, plan, write, classify conflicts),
+//!   shared by the offline CLI and the operator;
+//! - [`cli`]: the `shadowsync` command line.
+
+pub mod api;
+pub mod cli;
+pub mod dataplane;
+pub mod planner;
+pub mod sync;
