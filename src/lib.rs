@@ -4,6 +4,7 @@
 //! The crate reads top-down:
 //! - [`api`]: the `ThingShadow` and `RetainedMessage` resource types and their validation;
 //! - [`planner`]: pure functions from (spec, observed cloud state, ownership) to a plan and a status;
+//! - [`shadow`]: the shadow document engine (AWS merge, null removal, delta, metadata), pure;
 //! - [`dataplane`]: the AWS IoT data-plane contract and its implementations
 //!   (AWS SDK adapter, embedded store, local REST server);
 //! - [`sync`]: one reconcile pass against a data plane (read, plan, write, classify conflicts),
@@ -14,4 +15,5 @@ pub mod api;
 pub mod cli;
 pub mod dataplane;
 pub mod planner;
+pub mod shadow;
 pub mod sync;

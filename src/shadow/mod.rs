@@ -1,0 +1,1 @@
+//! The shadow document engine: AWS IoT merge, delta and metadata semantics (pure, no I/O).
