@@ -1,5 +1,10 @@
 //! The `shadowsync` command line.
 
+pub mod apply;
+pub mod manifest;
+pub mod state;
+pub mod target;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +22,12 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Reconcile manifest files once, straight against a data plane, and print the
+    /// resulting status of each resource. Exits 1 if any is not Ready, 2 on bad input.
+    Apply(apply::ApplyArgs),
+    /// Show what `apply` would write, without writing. Exits 0 when in sync, 1 when
+    /// there are differences, 2 on errors.
+    Diff(apply::ManifestArgs),
     /// Print the CustomResourceDefinitions generated from the API types.
     Crds,
     /// The local AWS IoT data plane.
@@ -34,6 +45,7 @@ pub enum DataplaneCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -41,16 +53,33 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match cli.command {
-        Command::Crds => ExitCode::SUCCESS,
+    let code = match cli.command {
+        Command::Apply(args) => runtime.block_on(apply::apply(args)),
+        Command::Diff(args) => runtime.block_on(apply::diff(args)),
+        Command::Crds => {
+            print!("{}", crate::api::crds_yaml());
+            0
+        }
         Command::Dataplane {
             command: DataplaneCommand::Serve(args),
         } => match runtime.block_on(crate::dataplane::server::run(args)) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => 0,
             Err(err) => {
                 eprintln!("error: {err}");
-                ExitCode::from(2)
+                2
             }
         },
-    }
+    };
+    ExitCode::from(code)
+}
+
+/// Logs go to stderr, so that command output on stdout stays machine-readable.
+/// `RUST_LOG` sets the filter (default: warnings, and info for shadowsync itself).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,shadowsync=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -1,0 +1,586 @@
+//! `shadowsync apply` and `shadowsync diff`: reconcile manifest files once, straight
+//! against a data plane, with the same planner and sync pass the operator runs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::ValueEnum;
+use futures::stream::{self, StreamExt};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Value};
+
+use super::manifest::{self, Manifest, Resource};
+use super::state::{RetainedEntry, ShadowEntry, StateFile};
+use super::target::DataPlaneArgs;
+use crate::api::{RetainedMessageStatus, ThingShadowStatus, API_VERSION};
+use crate::planner::conditions::{set_conditions, Health};
+use crate::sync::{PayloadInput, SyncOptions, Syncer};
+
+/// Where `apply` and `diff` keep their files by default.
+pub const DEFAULT_DIR: &str = ".shadowsync";
+
+/// Output format of `apply`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A table: kind, name, target, Ready, reason (and the messages of resources not Ready).
+    Table,
+    /// The resulting status of each resource, as YAML documents.
+    Yaml,
+    /// The resulting status of each resource, as one JSON list.
+    Json,
+}
+
+/// Flags shared by `apply` and `diff`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ManifestArgs {
+    /// Manifest files or folders (`-` reads standard input). Repeatable.
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// Also read the sub-folders of folders given with -f.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// State file: what was last written for each resource (ownership of shadow keys).
+    #[arg(long, env = "SHADOWSYNC_STATE", default_value = ".shadowsync/state.json")]
+    pub state: PathBuf,
+    /// Resources reconciled at once.
+    #[arg(long, env = "SHADOWSYNC_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: usize,
+    #[command(flatten)]
+    pub dataplane: DataPlaneArgs,
+}
+
+/// `shadowsync apply` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// The outcome of one resource.
+struct Outcome {
+    kind: &'static str,
+    key: String,
+    target: String,
+    ready: bool,
+    reason: String,
+    message: String,
+    status: Value,
+    /// `diff`: lines describing what a write would change.
+    changes: Vec<String>,
+    /// Refused before any call (invalid spec, duplicate target).
+    refused: bool,
+}
+
+/// Exit codes: 0 all Ready (apply) / in sync (diff); 1 not Ready / differences; 2 errors.
+pub async fn apply(args: ApplyArgs) -> u8 {
+    run(&args.manifests, Mode::Apply(args.output)).await
+}
+
+/// `shadowsync diff`: what `apply` would write, without writing.
+pub async fn diff(args: ManifestArgs) -> u8 {
+    run(&args, Mode::Diff).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Apply(Output),
+    Diff,
+}
+
+async fn run(args: &ManifestArgs, mode: Mode) -> u8 {
+    let loaded = manifest::load(&args.files, args.recursive);
+    for note in &loaded.skipped {
+        eprintln!("note: {note}");
+    }
+    if !loaded.errors.is_empty() {
+        for err in &loaded.errors {
+            eprintln!("error: {err}");
+        }
+        eprintln!("nothing was written: fix the manifests above and run again");
+        return 2;
+    }
+    if let Some(message) = duplicate_names(&loaded.manifests) {
+        eprintln!("error: {message}\nnothing was written");
+        return 2;
+    }
+    if loaded.manifests.is_empty() {
+        eprintln!("error: no ThingShadow or RetainedMessage manifests found");
+        return 2;
+    }
+    let mut state = match StateFile::open(&args.state) {
+        Ok(state) => state,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return 2;
+        }
+    };
+    let default_db = Path::new(DEFAULT_DIR).join("dataplane.redb");
+    let (dataplane, description) = match args.dataplane.connect(Some(&default_db)).await {
+        Ok(pair) => pair,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return 2;
+        }
+    };
+    match mode {
+        Mode::Apply(Output::Table) | Mode::Diff => println!("Using the {description}."),
+        Mode::Apply(_) => eprintln!("Using the {description}."),
+    }
+    let syncer = Syncer::new(dataplane).with_limits(args.dataplane.limits());
+    let owners = owners(&loaded.manifests);
+    let progress = progress_bar(loaded.manifests.len());
+    let dry_run = mode == Mode::Diff;
+    let state_ref = &state.state;
+    let outcomes: Vec<Outcome> = stream::iter(loaded.manifests.iter().enumerate())
+        .map(|(index, manifest)| {
+            let syncer = syncer.clone();
+            let owner = owners.get(&index).cloned();
+            let progress = progress.clone();
+            async move {
+                let outcome = reconcile(&syncer, manifest, owner, state_ref, dry_run).await;
+                progress.inc(1);
+                outcome
+            }
+        })
+        .buffered(args.concurrency.max(1))
+        .collect()
+        .await;
+    progress.finish_and_clear();
+
+    if !dry_run {
+        for outcome in &outcomes {
+            remember(&mut state, &loaded.manifests, outcome);
+        }
+        if let Err(err) = state.save() {
+            eprintln!("error: {err}");
+            return 2;
+        }
+    }
+    match mode {
+        Mode::Apply(output) => report_apply(&outcomes, output),
+        Mode::Diff => report_diff(&outcomes),
+    }
+}
+
+/// One resource, one pass.
+async fn reconcile(
+    syncer: &Syncer,
+    manifest: &Manifest,
+    owner: Option<String>,
+    state: &super::state::State,
+    dry_run: bool,
+) -> Outcome {
+    let key = manifest.resource.key();
+    let opts = SyncOptions {
+        generation: None,
+        force: false,
+        dry_run,
+        reconcile_requested_at: None,
+    };
+    match &manifest.resource {
+        Resource::ThingShadow(resource) => {
+            let spec = &resource.spec;
+            let target = match &spec.shadow_name {
+                Some(name) => format!("{}/{}", spec.thing_name, name),
+                None => format!("{} (classic)", spec.thing_name),
+            };
+            let entry = state.thing_shadows.get(&key);
+            let prior = entry.map(|e| e.status.clone()).unwrap_or_default();
+            let refusal = owner
+                .map(|owner| {
+                    (
+                        "DuplicateTarget",
+                        format!("{target} is already managed by ThingShadow {owner}, which comes first"),
+                    )
+                })
+                .or_else(|| {
+                    entry.and_then(|e| {
+                        if e.thing_name != spec.thing_name {
+                            Some(immutable("spec.thingName", &e.thing_name, &key))
+                        } else if e.shadow_name != spec.shadow_name {
+                            Some(immutable(
+                                "spec.shadowName",
+                                e.shadow_name.as_deref().unwrap_or("(classic)"),
+                                &key,
+                            ))
+                        } else {
+                            None
+                        }
+                    })
+                });
+            if let Some((reason, message)) = refusal {
+                let mut status = prior;
+                set_conditions(
+                    &mut status.conditions,
+                    None,
+                    &crate::sync::now(),
+                    &Health::Stalled {
+                        reason,
+                        message: message.clone(),
+                    },
+                    None,
+                    None,
+                );
+                return refused("ThingShadow", key, target, reason, message, &status);
+            }
+            let result = syncer.sync_shadow(spec, &prior, &opts).await;
+            let changes = result
+                .planned
+                .iter()
+                .map(|c| {
+                    let old = crate::sync::show(c.old.as_ref());
+                    match &c.new {
+                        None => format!("- {}: {old} -> (removed)", c.path),
+                        Some(new) if c.old.is_none() => format!("+ {}: {}", c.path, new),
+                        Some(new) => format!("~ {}: {old} -> {new}", c.path),
+                    }
+                })
+                .collect();
+            outcome(
+                "ThingShadow",
+                key,
+                target,
+                result.ready,
+                &result.status.conditions,
+                json_status(&result.status),
+                changes,
+            )
+        }
+        Resource::RetainedMessage(resource) => {
+            let spec = &resource.spec;
+            let target = spec.topic.clone();
+            let entry = state.retained_messages.get(&key);
+            let prior = entry.map(|e| e.status.clone()).unwrap_or_default();
+            let refusal = owner
+                .map(|owner| {
+                    (
+                        "DuplicateTarget",
+                        format!("topic {target} is already managed by RetainedMessage {owner}, which comes first"),
+                    )
+                })
+                .or_else(|| {
+                    entry
+                        .filter(|e| e.topic != spec.topic)
+                        .map(|e| immutable("spec.topic", &e.topic, &key))
+                });
+            if let Some((reason, message)) = refusal {
+                let mut status = prior;
+                set_conditions(
+                    &mut status.conditions,
+                    None,
+                    &crate::sync::now(),
+                    &Health::Stalled {
+                        reason,
+                        message: message.clone(),
+                    },
+                    None,
+                    None,
+                );
+                return refused("RetainedMessage", key, target, reason, message, &status);
+            }
+            let payload = if spec.payload.secret_key_ref.is_some()
+                || spec.payload.config_map_key_ref.is_some()
+            {
+                PayloadInput::Unavailable
+            } else {
+                PayloadInput::Inline
+            };
+            let result = syncer.sync_retained(spec, &prior, payload, &opts).await;
+            let changes = result
+                .planned
+                .iter()
+                .flat_map(|p| p.changes.iter().map(|c| format!("~ {c}")))
+                .collect();
+            outcome(
+                "RetainedMessage",
+                key,
+                target,
+                result.ready,
+                &result.status.conditions,
+                json_status(&result.status),
+                changes,
+            )
+        }
+    }
+}
+
+fn immutable(field: &str, was: &str, key: &str) -> (&'static str, String) {
+    (
+        "InvalidSpec",
+        format!(
+            "{field}: is immutable (was {was:?}); delete {key} from the state file or use a new name to manage another target"
+        ),
+    )
+}
+
+fn json_status<T: serde::Serialize>(status: &T) -> Value {
+    serde_json::to_value(status).unwrap_or(Value::Null)
+}
+
+fn outcome(
+    kind: &'static str,
+    key: String,
+    target: String,
+    ready: bool,
+    conditions: &[crate::api::Condition],
+    status: Value,
+    changes: Vec<String>,
+) -> Outcome {
+    let ready_condition = conditions.iter().find(|c| c.type_ == "Ready");
+    let refused = conditions
+        .iter()
+        .any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == "InvalidSpec")
+        || conditions.iter().any(|c| {
+            c.type_ == "Stalled" && c.status == "True" && c.reason == "PayloadSourceUnavailable"
+        });
+    Outcome {
+        kind,
+        key,
+        target,
+        ready,
+        reason: ready_condition.map(|c| c.reason.clone()).unwrap_or_default(),
+        message: ready_condition
+            .map(|c| c.message.clone())
+            .unwrap_or_default(),
+        status,
+        changes,
+        refused,
+    }
+}
+
+fn refused<T: serde::Serialize>(
+    kind: &'static str,
+    key: String,
+    target: String,
+    reason: &str,
+    message: String,
+    status: &T,
+) -> Outcome {
+    Outcome {
+        kind,
+        key,
+        target,
+        ready: false,
+        reason: reason.to_string(),
+        message,
+        status: json_status(status),
+        changes: Vec::new(),
+        refused: true,
+    }
+}
+
+/// Keeps the new status for the next run. A resource refused before any call keeps
+/// its previous entry untouched (its ownership is still what the cloud holds).
+fn remember(state: &mut StateFile, manifests: &[Manifest], outcome: &Outcome) {
+    if outcome.refused {
+        return;
+    }
+    let Some(manifest) = manifests
+        .iter()
+        .find(|m| m.resource.kind() == outcome.kind && m.resource.key() == outcome.key)
+    else {
+        return;
+    };
+    match &manifest.resource {
+        Resource::ThingShadow(r) => {
+            if let Ok(status) = serde_json::from_value::<ThingShadowStatus>(outcome.status.clone())
+            {
+                state.state.thing_shadows.insert(
+                    outcome.key.clone(),
+                    ShadowEntry {
+                        thing_name: r.spec.thing_name.clone(),
+                        shadow_name: r.spec.shadow_name.clone(),
+                        status,
+                    },
+                );
+            }
+        }
+        Resource::RetainedMessage(r) => {
+            if let Ok(status) =
+                serde_json::from_value::<RetainedMessageStatus>(outcome.status.clone())
+            {
+                state.state.retained_messages.insert(
+                    outcome.key.clone(),
+                    RetainedEntry {
+                        topic: r.spec.topic.clone(),
+                        status,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Two manifests of one kind with the same namespace/name are one resource declared twice.
+fn duplicate_names(manifests: &[Manifest]) -> Option<String> {
+    let mut seen: HashMap<(&str, String), &str> = HashMap::new();
+    for m in manifests {
+        if let Some(first) = seen.insert((m.resource.kind(), m.resource.key()), &m.source) {
+            return Some(format!(
+                "{} {} is declared twice ({first} and {})",
+                m.resource.kind(),
+                m.resource.key(),
+                m.source
+            ));
+        }
+    }
+    None
+}
+
+/// One owner per target: the first manifest naming a thing's shadow (or a topic) owns
+/// it; each later one maps to the owner's `namespace/name`.
+fn owners(manifests: &[Manifest]) -> HashMap<usize, String> {
+    let mut first: HashMap<String, String> = HashMap::new();
+    let mut later = HashMap::new();
+    for (index, m) in manifests.iter().enumerate() {
+        let target = match &m.resource {
+            Resource::ThingShadow(r) => format!(
+                "shadow\0{}\0{}",
+                r.spec.thing_name,
+                r.spec.shadow_name.as_deref().unwrap_or("")
+            ),
+            Resource::RetainedMessage(r) => format!("topic\0{}", r.spec.topic),
+        };
+        match first.get(&target) {
+            Some(owner) => {
+                later.insert(index, owner.clone());
+            }
+            None => {
+                first.insert(target, m.resource.key());
+            }
+        }
+    }
+    later
+}
+
+fn progress_bar(len: usize) -> Arc<ProgressBar> {
+    // Only worth drawing for many resources, and only on a terminal (indicatif hides
+    // itself when stderr is not one).
+    let bar = if len >= 20 {
+        ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} resources {elapsed}") {
+        bar.set_style(style);
+    }
+    Arc::new(bar)
+}
+
+fn report_apply(outcomes: &[Outcome], output: Output) -> u8 {
+    match output {
+        Output::Table => print_table(outcomes),
+        Output::Yaml => {
+            for o in outcomes {
+                println!("---");
+                print!(
+                    "{}",
+                    serde_yaml::to_string(&resource_view(o)).unwrap_or_default()
+                );
+            }
+        }
+        Output::Json => {
+            let all: Vec<Value> = outcomes.iter().map(resource_view).collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&all).unwrap_or_default()
+            );
+        }
+    }
+    let not_ready = outcomes.iter().filter(|o| !o.ready).count();
+    if not_ready > 0 {
+        eprintln!("{not_ready} of {} resource(s) not Ready", outcomes.len());
+        1
+    } else {
+        0
+    }
+}
+
+fn resource_view(o: &Outcome) -> Value {
+    let (namespace, name) = o.key.split_once('/').unwrap_or(("default", &o.key));
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": o.kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "status": o.status,
+    })
+}
+
+fn print_table(outcomes: &[Outcome]) {
+    let rows: Vec<[&str; 5]> = outcomes
+        .iter()
+        .map(|o| {
+            [
+                o.kind,
+                o.key.as_str(),
+                o.target.as_str(),
+                if o.ready { "True" } else { "False" },
+                o.reason.as_str(),
+            ]
+        })
+        .collect();
+    let header = ["KIND", "NAME", "TARGET", "READY", "REASON"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 5]| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i == 4 {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}   ", width = widths[i]));
+            }
+        }
+        out
+    };
+    println!("{}", line(header));
+    for row in rows {
+        println!("{}", line(row));
+    }
+    let failing: Vec<&Outcome> = outcomes.iter().filter(|o| !o.ready).collect();
+    if !failing.is_empty() {
+        println!();
+        for o in failing {
+            println!("{} {}: {}: {}", o.kind, o.key, o.reason, o.message);
+        }
+    }
+}
+
+fn report_diff(outcomes: &[Outcome]) -> u8 {
+    let mut differences = 0;
+    let mut errors = 0;
+    for o in outcomes {
+        let pending = o.reason == "Pending";
+        if o.refused || (!o.ready && !pending) {
+            errors += 1;
+            println!(
+                "{} {} -> {}: error: {}: {}",
+                o.kind, o.key, o.target, o.reason, o.message
+            );
+        } else if !o.changes.is_empty() {
+            differences += 1;
+            println!("{} {} -> {}", o.kind, o.key, o.target);
+            for change in &o.changes {
+                println!("  {change}");
+            }
+        }
+    }
+    if errors > 0 {
+        eprintln!("{errors} resource(s) could not be planned");
+        2
+    } else if differences > 0 {
+        eprintln!("{differences} of {} resource(s) differ", outcomes.len());
+        1
+    } else {
+        eprintln!("all {} resource(s) in sync", outcomes.len());
+        0
+    }
+}

@@ -1,0 +1,386 @@
+//! Loading `ThingShadow` and `RetainedMessage` manifests from files and folders.
+//!
+//! Like `kubectl apply -f`: a path is a file or a folder (its `*.yaml`, `*.yml` and
+//! `*.json` files, sorted by name; sub-folders only with `--recursive`), a file holds one
+//! or more YAML documents, and `-` reads standard input. Documents of other kinds are
+//! skipped with a note, because a folder of manifests often holds a Namespace or a
+//! kustomization too. Unknown fields are errors that name the field, so a typo such as
+//! `desried` does not silently turn into "no desired state".
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::api::{RetainedMessage, ThingShadow, API_VERSION};
+
+/// One resource read from a manifest.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    /// Where it came from: `path#document-index` (1-based).
+    pub source: String,
+    pub resource: Resource,
+}
+
+/// The two kinds shadowsync manages.
+#[derive(Clone, Debug)]
+pub enum Resource {
+    ThingShadow(Box<ThingShadow>),
+    RetainedMessage(Box<RetainedMessage>),
+}
+
+impl Resource {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Resource::ThingShadow(_) => "ThingShadow",
+            Resource::RetainedMessage(_) => "RetainedMessage",
+        }
+    }
+
+    /// `namespace/name`, with the namespace `default` when the manifest names none.
+    pub fn key(&self) -> String {
+        let meta = match self {
+            Resource::ThingShadow(r) => &r.metadata,
+            Resource::RetainedMessage(r) => &r.metadata,
+        };
+        format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or("default"),
+            meta.name.as_deref().unwrap_or_default()
+        )
+    }
+}
+
+/// Why a manifest could not be read. Each names the file and document and, for content
+/// errors, the field.
+#[derive(Debug)]
+pub struct LoadError {
+    pub source: String,
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.source, self.message)
+    }
+}
+
+/// What loading produced: the resources, the documents skipped, and every error.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub manifests: Vec<Manifest>,
+    pub skipped: Vec<String>,
+    pub errors: Vec<LoadError>,
+}
+
+/// Reads every path. Errors are collected, not fatal, so that one run reports them all.
+pub fn load(paths: &[PathBuf], recursive: bool) -> Loaded {
+    let mut loaded = Loaded::default();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            let mut text = String::new();
+            match std::io::stdin().read_to_string(&mut text) {
+                Ok(_) => parse_documents("<stdin>", &text, &mut loaded),
+                Err(err) => loaded.errors.push(LoadError {
+                    source: "<stdin>".into(),
+                    message: format!("cannot read: {err}"),
+                }),
+            }
+            continue;
+        }
+        let mut files = Vec::new();
+        if let Err(err) = collect_files(path, recursive, true, &mut files) {
+            loaded.errors.push(LoadError {
+                source: path.display().to_string(),
+                message: err,
+            });
+            continue;
+        }
+        for file in files {
+            match std::fs::read_to_string(&file) {
+                Ok(text) => parse_documents(&file.display().to_string(), &text, &mut loaded),
+                Err(err) => loaded.errors.push(LoadError {
+                    source: file.display().to_string(),
+                    message: format!("cannot read: {err}"),
+                }),
+            }
+        }
+    }
+    loaded
+}
+
+fn collect_files(
+    path: &Path,
+    recursive: bool,
+    top: bool,
+    out: &mut Vec<PathBuf>,
+) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|err| format!("cannot read: {err}"))?;
+    if meta.is_file() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    if !top && !recursive {
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|err| format!("cannot list folder: {err}"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            if recursive {
+                collect_files(&entry, recursive, false, out)?;
+            }
+        } else if matches!(
+            entry.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            out.push(entry);
+        }
+    }
+    Ok(())
+}
+
+/// Parses a multi-document YAML (or JSON) text.
+pub fn parse_documents(file: &str, text: &str, loaded: &mut Loaded) {
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let source = format!("{file}#{}", index + 1);
+        let yaml: serde_yaml::Value = match serde::Deserialize::deserialize(document) {
+            Ok(v) => v,
+            Err(err) => {
+                loaded.errors.push(LoadError {
+                    source,
+                    message: format!("not valid YAML: {err}"),
+                });
+                // A syntax error leaves the rest of the stream unreadable.
+                return;
+            }
+        };
+        if yaml.is_null() {
+            continue;
+        }
+        let json: Value = match serde_json::to_value(&yaml) {
+            Ok(v) => v,
+            Err(err) => {
+                loaded.errors.push(LoadError {
+                    source,
+                    message: format!("cannot be read as JSON (non-string key?): {err}"),
+                });
+                continue;
+            }
+        };
+        match parse_resource(&json) {
+            Ok(Some(resource)) => loaded.manifests.push(Manifest { source, resource }),
+            Ok(None) => loaded.skipped.push(format!(
+                "{source}: {} {} is not a shadowsync resource; skipped",
+                json.get("apiVersion").and_then(Value::as_str).unwrap_or("?"),
+                json.get("kind").and_then(Value::as_str).unwrap_or("?")
+            )),
+            Err(message) => loaded.errors.push(LoadError { source, message }),
+        }
+    }
+}
+
+/// One document: `Ok(None)` when it is not one of our kinds.
+pub fn parse_resource(json: &Value) -> Result<Option<Resource>, String> {
+    let Some(object) = json.as_object() else {
+        return Err("a manifest must be a mapping with apiVersion and kind".into());
+    };
+    let api_version = object.get("apiVersion").and_then(Value::as_str);
+    let kind = object.get("kind").and_then(Value::as_str);
+    let group = api_version.and_then(|v| v.split('/').next());
+    if group != Some(crate::api::GROUP) {
+        return Ok(None);
+    }
+    if api_version != Some(API_VERSION) {
+        return Err(format!(
+            "apiVersion {:?} is not served; use {API_VERSION}",
+            api_version.unwrap_or_default()
+        ));
+    }
+    let resource = match kind {
+        Some("ThingShadow") => Resource::ThingShadow(Box::new(strict::<ThingShadow>(json)?)),
+        Some("RetainedMessage") => {
+            Resource::RetainedMessage(Box::new(strict::<RetainedMessage>(json)?))
+        }
+        other => {
+            return Err(format!(
+                "kind {:?} is not a shadowsync kind (ThingShadow, RetainedMessage)",
+                other.unwrap_or_default()
+            ))
+        }
+    };
+    let name = match &resource {
+        Resource::ThingShadow(r) => r.metadata.name.as_deref(),
+        Resource::RetainedMessage(r) => r.metadata.name.as_deref(),
+    };
+    match name {
+        None | Some("") => Err("metadata.name: required".into()),
+        Some(name) if !is_dns_subdomain(name) => Err(format!(
+            "metadata.name {name:?}: must be a DNS subdomain (lower-case letters, digits, '-' and '.', at most 253)"
+        )),
+        Some(_) => Ok(Some(resource)),
+    }
+}
+
+/// Deserializes with every unknown field reported by its path.
+fn strict<T: DeserializeOwned>(json: &Value) -> Result<T, String> {
+    let mut unknown = Vec::new();
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+        json,
+        &mut |path: serde_ignored::Path<'_>| unknown.push(path.to_string()),
+    ));
+    let value = parsed.map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner().to_string();
+        if path == "." {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        }
+    })?;
+    // apiVersion and kind are read above; status in a manifest is ignored, as kubectl
+    // apply ignores it through the status subresource.
+    unknown.retain(|p| !matches!(p.as_str(), "apiVersion" | "kind") && !p.starts_with("status"));
+    if unknown.is_empty() {
+        Ok(value)
+    } else {
+        Err(unknown
+            .iter()
+            .map(|p| format!("{p}: unknown field"))
+            .collect::<Vec<_>>()
+            .join("; "))
+    }
+}
+
+fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Loaded {
+        let mut loaded = Loaded::default();
+        parse_documents("m.yaml", text, &mut loaded);
+        loaded
+    }
+
+    #[test]
+    fn reads_both_kinds_from_one_stream_and_skips_others() {
+        let loaded = parse(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: home}\n---\n\
+             apiVersion: iot.shadowsync.dev/v1alpha1\nkind: ThingShadow\n\
+             metadata: {name: lamp, namespace: home}\nspec: {thingName: lamp, desired: {a: 1}}\n---\n\
+             apiVersion: iot.shadowsync.dev/v1alpha1\nkind: RetainedMessage\n\
+             metadata: {name: cfg}\nspec: {topic: a/b, payload: {text: hi}}\n",
+        );
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        assert_eq!(loaded.skipped.len(), 1);
+        assert_eq!(loaded.manifests.len(), 2);
+        assert_eq!(loaded.manifests[0].resource.key(), "home/lamp");
+        assert_eq!(loaded.manifests[0].source, "m.yaml#2");
+        assert_eq!(loaded.manifests[1].resource.key(), "default/cfg");
+        assert_eq!(loaded.manifests[1].resource.kind(), "RetainedMessage");
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let loaded = parse(
+            "apiVersion: iot.shadowsync.dev/v1alpha1\nkind: ThingShadow\n\
+             metadata: {name: lamp}\nspec: {thingName: lamp, desried: {a: 1}}\n",
+        );
+        assert_eq!(loaded.errors.len(), 1);
+        assert_eq!(loaded.errors[0].message, "spec.desried: unknown field");
+        assert_eq!(loaded.errors[0].source, "m.yaml#1");
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let loaded = parse(
+            "apiVersion: iot.shadowsync.dev/v1alpha1\nkind: RetainedMessage\n\
+             metadata: {name: m}\nspec: {topic: a, payload: {text: x}, qos: many}\n",
+        );
+        assert_eq!(loaded.errors.len(), 1);
+        assert!(
+            loaded.errors[0].message.starts_with("spec.qos: invalid type"),
+            "{}",
+            loaded.errors[0].message
+        );
+    }
+
+    #[test]
+    fn missing_required_field_is_named() {
+        let loaded = parse(
+            "apiVersion: iot.shadowsync.dev/v1alpha1\nkind: ThingShadow\nmetadata: {name: m}\nspec: {desired: {}}\n",
+        );
+        assert_eq!(loaded.errors.len(), 1);
+        assert!(
+            loaded.errors[0].message.contains("thingName"),
+            "{}",
+            loaded.errors[0].message
+        );
+    }
+
+    #[test]
+    fn wrong_version_kind_and_name_are_refused() {
+        let loaded = parse(
+            "apiVersion: iot.shadowsync.dev/v1\nkind: ThingShadow\nmetadata: {name: m}\nspec: {thingName: a}\n---\n\
+             apiVersion: iot.shadowsync.dev/v1alpha1\nkind: Shadow\nmetadata: {name: m}\n---\n\
+             apiVersion: iot.shadowsync.dev/v1alpha1\nkind: ThingShadow\nmetadata: {name: Bad_Name}\nspec: {thingName: a}\n",
+        );
+        let messages: Vec<_> = loaded.errors.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert!(messages[0].contains("not served"));
+        assert!(messages[1].contains("not a shadowsync kind"));
+        assert!(messages[2].starts_with("metadata.name \"Bad_Name\""));
+    }
+
+    #[test]
+    fn yaml_syntax_error_is_reported_with_its_document() {
+        let loaded = parse("a: [1, 2\n");
+        assert_eq!(loaded.errors.len(), 1);
+        assert!(loaded.errors[0].message.starts_with("not valid YAML"));
+    }
+
+    #[test]
+    fn folders_are_read_in_name_order_and_not_recursively_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = |name: &str| {
+            format!(
+                "apiVersion: iot.shadowsync.dev/v1alpha1\nkind: ThingShadow\nmetadata: {{name: {name}}}\nspec: {{thingName: {name}}}\n"
+            )
+        };
+        std::fs::write(dir.path().join("b.yaml"), doc("b")).unwrap();
+        std::fs::write(dir.path().join("a.yml"), doc("a")).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/c.yaml"), doc("c")).unwrap();
+        let keys = |loaded: Loaded| -> Vec<String> {
+            loaded
+                .manifests
+                .iter()
+                .map(|m| m.resource.key())
+                .collect()
+        };
+        let flat = load(&[dir.path().to_path_buf()], false);
+        assert_eq!(keys(flat), ["default/a", "default/b"]);
+        let deep = load(&[dir.path().to_path_buf()], true);
+        assert_eq!(keys(deep), ["default/a", "default/b", "default/c"]);
+        let missing = load(&[dir.path().join("nope.yaml")], false);
+        assert_eq!(missing.errors.len(), 1);
+    }
+}
