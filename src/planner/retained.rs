@@ -53,7 +53,8 @@ pub fn publish_request(
     .count();
     if sources != 1 {
         return Err(format!(
-            "payload: exactly one of json, text, base64, secretKeyRef, configMapKeyRef must be set, found {sources}"
+            "payload: exactly one of json, text, base64, secretKeyRef, configMapKeyRef \
+             must be set, found {sources}"
         ));
     }
 

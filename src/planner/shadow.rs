@@ -118,8 +118,14 @@ pub fn plan_shadow(
             old: non_null(have).cloned(),
             new: non_null(Some(want)).cloned(),
         };
-        let edited_by_others = spec_unchanged
-            || metadata.is_some_and(|m| edited_after(m, path, ownership.last_write_timestamp));
+        // A newer timestamp only says someone else wrote after us; it is an edit of
+        // ours only where we own the path (or a path above or below it). A new spec
+        // leaf taking over someone's key is a spec change, not a conflict.
+        let edited_after_us = || {
+            owns_region(&ownership.managed_paths, path)
+                && metadata.is_some_and(|m| edited_after(m, path, ownership.last_write_timestamp))
+        };
+        let edited_by_others = spec_unchanged || edited_after_us();
         if edited_by_others {
             out_of_band.push(change.clone());
         }
@@ -189,6 +195,13 @@ fn present_paths_to_null<'a>(
         }
     }
     out
+}
+
+/// Whether `path`, or a path above or below it, is owned.
+fn owns_region(managed_paths: &[String], path: &str) -> bool {
+    managed_paths
+        .iter()
+        .any(|m| m == path || is_ancestor(m, path) || is_ancestor(path, m))
 }
 
 /// Whether the metadata of `path` (or of the cloud leaf above it, if someone replaced

@@ -231,70 +231,134 @@ fn check_converged(case: &Case, before: &Value, after: &Value) -> Result<(), Tes
     Ok(())
 }
 
+/// The main property: the plan converges, touches only what is ours, and is final.
+fn check_plan(case: &Case) -> Result<(), TestCaseError> {
+    let cloud = Value::Object(case.cloud.clone());
+    let mut next = 0;
+    let meta = metadata_for(&cloud, &case.stamps, &mut next);
+    let observed = document(&cloud, Some(meta));
+    let spec = spec_of(&case.spec, case.policy);
+    let plan = plan_shadow(&spec, Some(&observed), &case.ownership, case.force);
+
+    let after = match &plan {
+        ShadowPlan::InSync => cloud.clone(),
+        ShadowPlan::Preserve { out_of_band } => {
+            prop_assert_eq!(case.policy, ConflictPolicy::Preserve);
+            prop_assert!(!case.force);
+            prop_assert!(!out_of_band.is_empty());
+            // Overwrite sees the same edits and writes them back.
+            let overwrite = spec_of(&case.spec, ConflictPolicy::Overwrite);
+            match plan_shadow(&overwrite, Some(&observed), &case.ownership, false) {
+                ShadowPlan::Write { out_of_band: o, .. } => prop_assert_eq!(&o, out_of_band),
+                other => prop_assert!(false, "overwrite planned {:?}", other),
+            }
+            return Ok(());
+        }
+        ShadowPlan::Write {
+            update,
+            changes,
+            out_of_band,
+        } => {
+            let keys = |v: &Value| -> Vec<String> {
+                v.as_object()
+                    .map(|m| m.keys().cloned().collect())
+                    .unwrap_or_default()
+            };
+            prop_assert_eq!(keys(update), vec!["state".to_string()]);
+            prop_assert_eq!(keys(&update["state"]), vec!["desired".to_string()]);
+            let written = update["state"]["desired"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            let written_paths = leaf_paths(&written);
+            prop_assert!(!written_paths.is_empty());
+            let spec_paths = leaf_paths(&case.spec);
+            for p in &written_paths {
+                prop_assert!(
+                    spec_paths.contains(p) || case.ownership.managed_paths.contains(p),
+                    "wrote {} which is neither in the spec nor owned",
+                    p
+                );
+            }
+            let change_paths: Vec<String> = changes.iter().map(|c| c.path.clone()).collect();
+            prop_assert_eq!(&change_paths, &written_paths);
+            for o in out_of_band {
+                prop_assert!(changes.contains(o));
+            }
+            apply_update(&cloud, update)
+        }
+    };
+    check_converged(case, &cloud, &after)?;
+
+    // Planning again against the result finds nothing to do, whether or not the
+    // caller recorded the new ownership, and whatever the policy.
+    let recorded = Ownership {
+        managed_paths: leaf_paths(&case.spec),
+        applied_desired_sha256: Some(desired_sha256(&case.spec)),
+        last_write_timestamp: Some(500),
+    };
+    let again = document(&after, None);
+    for policy in [ConflictPolicy::Overwrite, ConflictPolicy::Preserve] {
+        let spec = spec_of(&case.spec, policy);
+        for ownership in [&recorded, &case.ownership] {
+            prop_assert_eq!(
+                plan_shadow(&spec, Some(&again), ownership, false),
+                ShadowPlan::InSync
+            );
+        }
+    }
+    Ok(())
+}
+
+/// With the spec confirmed in the cloud, every difference is someone else's edit.
+fn check_confirmed(
+    cloud: Map<String, Value>,
+    spec: Map<String, Value>,
+) -> Result<(), TestCaseError> {
+    let ownership = Ownership {
+        managed_paths: leaf_paths(&spec),
+        applied_desired_sha256: Some(desired_sha256(&spec)),
+        last_write_timestamp: None,
+    };
+    let observed = document(&Value::Object(cloud), None);
+    let overwrite = spec_of(&spec, ConflictPolicy::Overwrite);
+    match plan_shadow(&overwrite, Some(&observed), &ownership, false) {
+        ShadowPlan::InSync => {}
+        ShadowPlan::Write {
+            changes,
+            out_of_band,
+            ..
+        } => prop_assert_eq!(changes, out_of_band),
+        other => prop_assert!(false, "overwrite planned {:?}", other),
+    }
+    Ok(())
+}
+
+/// With no record of earlier writes, nothing can be told apart as an out-of-band edit.
+fn check_no_history(
+    cloud: Map<String, Value>,
+    spec: Map<String, Value>,
+) -> Result<(), TestCaseError> {
+    let observed = document(&Value::Object(cloud), None);
+    let preserve = spec_of(&spec, ConflictPolicy::Preserve);
+    match plan_shadow(&preserve, Some(&observed), &Ownership::default(), false) {
+        ShadowPlan::InSync => {}
+        ShadowPlan::Write { out_of_band, .. } => prop_assert!(out_of_band.is_empty()),
+        other => prop_assert!(false, "planned {:?}", other),
+    }
+    Ok(())
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn planned_writes_converge_and_touch_only_owned_keys(case in case()) {
-        let cloud = Value::Object(case.cloud.clone());
-        let mut next = 0;
-        let meta = metadata_for(&cloud, &case.stamps, &mut next);
-        let observed = document(&cloud, Some(meta));
-        let spec = spec_of(&case.spec, case.policy);
-        let plan = plan_shadow(&spec, Some(&observed), &case.ownership, case.force);
-
-        let after = match &plan {
-            ShadowPlan::InSync => cloud.clone(),
-            ShadowPlan::Preserve { out_of_band } => {
-                prop_assert_eq!(case.policy, ConflictPolicy::Preserve);
-                prop_assert!(!case.force);
-                prop_assert!(!out_of_band.is_empty());
-                // Overwrite sees the same edits and writes them back.
-                let overwrite = plan_shadow(&spec_of(&case.spec, ConflictPolicy::Overwrite), Some(&observed), &case.ownership, false);
-                match overwrite {
-                    ShadowPlan::Write { out_of_band: o, .. } => prop_assert_eq!(&o, out_of_band),
-                    other => prop_assert!(false, "overwrite planned {:?}", other),
-                }
-                return Ok(());
-            }
-            ShadowPlan::Write { update, changes, out_of_band } => {
-                let top: Vec<&String> = update.as_object().map(|m| m.keys().collect()).unwrap_or_default();
-                prop_assert_eq!(top, vec!["state"]);
-                let state: Vec<&String> = update["state"].as_object().map(|m| m.keys().collect()).unwrap_or_default();
-                prop_assert_eq!(state, vec!["desired"]);
-                let written = update["state"]["desired"].as_object().cloned().unwrap_or_default();
-                let written_paths = leaf_paths(&written);
-                prop_assert!(!written_paths.is_empty());
-                let spec_paths = leaf_paths(&case.spec);
-                for p in &written_paths {
-                    prop_assert!(
-                        spec_paths.contains(p) || case.ownership.managed_paths.contains(p),
-                        "wrote {} which is neither in the spec nor owned", p
-                    );
-                }
-                let change_paths: Vec<String> = changes.iter().map(|c| c.path.clone()).collect();
-                prop_assert_eq!(&change_paths, &written_paths);
-                for o in out_of_band {
-                    prop_assert!(changes.contains(o));
-                }
-                apply_update(&cloud, update)
-            }
-        };
-        check_converged(&case, &cloud, &after)?;
-
-        // Planning again against the result finds nothing to do, whether or not the
-        // caller recorded the new ownership, and whatever the policy.
-        let recorded = Ownership {
-            managed_paths: leaf_paths(&case.spec),
-            applied_desired_sha256: Some(desired_sha256(&case.spec)),
-            last_write_timestamp: Some(500),
-        };
-        for policy in [ConflictPolicy::Overwrite, ConflictPolicy::Preserve] {
-            let spec = spec_of(&case.spec, policy);
-            let again = document(&after, None);
-            prop_assert_eq!(plan_shadow(&spec, Some(&again), &recorded, false), ShadowPlan::InSync);
-            prop_assert_eq!(plan_shadow(&spec, Some(&again), &case.ownership, false), ShadowPlan::InSync);
-        }
+        check_plan(&case)?;
     }
 
     #[test]
@@ -302,17 +366,7 @@ proptest! {
         cloud in cloud_object(),
         spec in spec_object(),
     ) {
-        let ownership = Ownership {
-            managed_paths: leaf_paths(&spec),
-            applied_desired_sha256: Some(desired_sha256(&spec)),
-            last_write_timestamp: None,
-        };
-        let observed = document(&Value::Object(cloud), None);
-        match plan_shadow(&spec_of(&spec, ConflictPolicy::Overwrite), Some(&observed), &ownership, false) {
-            ShadowPlan::InSync => {}
-            ShadowPlan::Write { changes, out_of_band, .. } => prop_assert_eq!(changes, out_of_band),
-            other => prop_assert!(false, "overwrite planned {:?}", other),
-        }
+        check_confirmed(cloud, spec)?;
     }
 
     #[test]
@@ -320,13 +374,7 @@ proptest! {
         cloud in cloud_object(),
         spec in spec_object(),
     ) {
-        let observed = document(&Value::Object(cloud), None);
-        let plan = plan_shadow(&spec_of(&spec, ConflictPolicy::Preserve), Some(&observed), &Ownership::default(), false);
-        match plan {
-            ShadowPlan::InSync => {}
-            ShadowPlan::Write { out_of_band, .. } => prop_assert!(out_of_band.is_empty()),
-            other => prop_assert!(false, "planned {:?}", other),
-        }
+        check_no_history(cloud, spec)?;
     }
 }
 

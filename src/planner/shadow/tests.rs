@@ -798,3 +798,22 @@ fn describe_changes_shows_both_values() {
         r#"/power: cloud "off", spec "on"; /gone: cloud absent, spec 1"#
     );
 }
+
+#[test]
+fn a_new_spec_leaf_over_someone_elses_key_is_a_spec_change() {
+    let old = json!({"power": "on"});
+    let new = json!({"power": "on", "mode": "eco"});
+    // "mode" was written by an app after our last write; the spec now claims it.
+    let observed = doc_with_meta(
+        json!({"power": "on", "mode": "boost"}),
+        json!({"power": {"timestamp": 100}, "mode": {"timestamp": 150}}),
+    );
+    let plan = plan_shadow(
+        &preserve(new),
+        Some(&observed),
+        &confirmed(&old, 100),
+        false,
+    );
+    assert_eq!(written(&plan), json!({"mode": "eco"}));
+    assert!(out_of_band(&plan).is_empty());
+}
