@@ -1,1 +1,18 @@
-//! placeholder
+//! The planner: pure functions from (spec, observed cloud state, ownership) to a plan
+//! and a status. No I/O and no clock: callers pass the time they want used, so every
+//! decision here can be unit-tested without a data plane or an apiserver.
+//!
+//! - [`paths`]: JSON pointers over the desired section (leaf paths, lookup, patches);
+//! - [`json`]: value equality with numbers compared by value, and canonical encoding;
+//! - [`shadow`]: what to write to a shadow, out-of-band edits, 409 classification, mirror;
+//! - [`retained`]: what to publish as a retained message and when;
+//! - [`conditions`]: kstatus conditions that only change when the facts change.
+
+pub mod conditions;
+pub mod json;
+pub mod paths;
+pub mod retained;
+pub mod shadow;
+
+#[cfg(test)]
+mod shadow_props;

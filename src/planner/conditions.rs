@@ -1,0 +1,430 @@
+//! kstatus conditions (DESIGN 4).
+//!
+//! A status computed twice from the same facts must be byte-identical: a status patch
+//! that changes nothing does not wake the controller again. So `lastTransitionTime`
+//! moves only when a condition's status flips, and the order of conditions is fixed.
+
+use crate::api::Condition;
+
+/// The cloud matches the spec for this generation (always present).
+pub const READY: &str = "Ready";
+/// The last write or verification against the data plane succeeded.
+pub const SYNCED: &str = "Synced";
+/// ThingShadow only: the device reported every owned desired value.
+pub const CONVERGED: &str = "Converged";
+/// Present and True while work is in progress.
+pub const RECONCILING: &str = "Reconciling";
+/// Present and True when progress needs a human.
+pub const STALLED: &str = "Stalled";
+
+/// The order conditions are kept in; other types follow in their existing order.
+const ORDER: [&str; 5] = [READY, SYNCED, CONVERGED, RECONCILING, STALLED];
+
+/// Messages longer than this are cut (on a character boundary): an out-of-band report
+/// can quote large values, and status objects should stay small.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// Reasons used by the planner and controllers. Data-plane failures use
+/// `ErrorKind::reason()`; all reasons come from fixed sets so that metric labels and
+/// Event reasons stay bounded.
+pub mod reason {
+    /// Ready: the cloud matches the spec.
+    pub const IN_SYNC: &str = "InSync";
+    /// Ready: `managementPolicy: Observe`, the cloud state is mirrored.
+    pub const OBSERVED: &str = "Observed";
+    /// Ready: the retained message expired by its own `messageExpiry`.
+    pub const EXPIRED: &str = "Expired";
+    /// Progressing: a write or publish is under way.
+    pub const WRITING: &str = "Writing";
+    /// Progressing: a benign version conflict is being retried.
+    pub const VERSION_CONFLICT: &str = "VersionConflict";
+    /// Progressing: cleanup on deletion.
+    pub const DELETING: &str = "Deleting";
+    /// Stalled: the spec fails validation.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Stalled: an out-of-band edit under `conflictPolicy: Preserve`.
+    pub const CONFLICT: &str = "Conflict";
+    /// Stalled: the data plane refused our credentials.
+    pub const ACCESS_DENIED: &str = "AccessDenied";
+    /// Failed: another, older resource owns the same target.
+    pub const DUPLICATE_TARGET: &str = "DuplicateTarget";
+    /// Failed: reconciliation paused by annotation.
+    pub const PAUSED: &str = "Paused";
+    /// Converged: the device reported every owned value.
+    pub const DEVICE_CONVERGED: &str = "DeviceConverged";
+    /// Converged=False: owned values are still in `delta`.
+    pub const AWAITING_DEVICE: &str = "AwaitingDevice";
+    /// Synced: the last data-plane call succeeded.
+    pub const SUCCEEDED: &str = "Succeeded";
+}
+
+/// The overall state of one reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Ready=True.
+    Ready {
+        reason: &'static str,
+        message: String,
+    },
+    /// Ready=False and Reconciling=True: work in progress.
+    Progressing {
+        reason: &'static str,
+        message: String,
+    },
+    /// Ready=False with the error reason; retried, so neither Reconciling nor Stalled.
+    Failed {
+        reason: &'static str,
+        message: String,
+    },
+    /// Ready=False and Stalled=True: needs a human.
+    Stalled {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+impl Health {
+    /// The reason word.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Health::Ready { reason, .. }
+            | Health::Progressing { reason, .. }
+            | Health::Failed { reason, .. }
+            | Health::Stalled { reason, .. } => reason,
+        }
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        match self {
+            Health::Ready { message, .. }
+            | Health::Progressing { message, .. }
+            | Health::Failed { message, .. }
+            | Health::Stalled { message, .. } => message,
+        }
+    }
+}
+
+/// Sets the conditions for one reconcile outcome. `synced` and `converged` are
+/// `(status, reason, message)`, left as they were when `None` (not evaluated this time).
+pub fn set_conditions(
+    conditions: &mut Vec<Condition>,
+    generation: Option<i64>,
+    now: &str,
+    health: &Health,
+    synced: Option<(bool, &'static str, String)>,
+    converged: Option<(bool, &'static str, String)>,
+) {
+    let ready = matches!(health, Health::Ready { .. });
+    upsert_condition(
+        conditions,
+        READY,
+        ready,
+        health.reason(),
+        health.message(),
+        generation,
+        now,
+    );
+    if let Some((status, reason, message)) = synced {
+        upsert_condition(
+            conditions, SYNCED, status, reason, &message, generation, now,
+        );
+    }
+    if let Some((status, reason, message)) = converged {
+        upsert_condition(
+            conditions, CONVERGED, status, reason, &message, generation, now,
+        );
+    }
+    match health {
+        Health::Progressing { reason, message } => upsert_condition(
+            conditions,
+            RECONCILING,
+            true,
+            reason,
+            message,
+            generation,
+            now,
+        ),
+        _ => remove_condition(conditions, RECONCILING),
+    }
+    match health {
+        Health::Stalled { reason, message } => {
+            upsert_condition(conditions, STALLED, true, reason, message, generation, now)
+        }
+        _ => remove_condition(conditions, STALLED),
+    }
+}
+
+/// Inserts or updates one condition. `lastTransitionTime` becomes `now` only when the
+/// condition is new or its status flips; reason, message and `observedGeneration`
+/// always take the given values. Keeps the fixed condition order.
+pub fn upsert_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &str,
+) {
+    let status = if status { "True" } else { "False" };
+    let message = truncate(message);
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(existing) => {
+            if existing.status != status {
+                existing.status = status.to_string();
+                existing.last_transition_time = now.to_string();
+            }
+            existing.reason = reason.to_string();
+            existing.message = message;
+            existing.observed_generation = generation;
+        }
+        None => conditions.push(Condition {
+            type_: type_.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message,
+            observed_generation: generation,
+            last_transition_time: now.to_string(),
+        }),
+    }
+    // A stable sort keeps unknown types in their existing relative order.
+    conditions.sort_by_key(|c| rank(&c.type_));
+}
+
+/// Removes a condition (abnormal-true conditions are absent when not True).
+pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
+    conditions.retain(|c| c.type_ != type_);
+}
+
+/// The condition of a type, if present.
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+fn rank(type_: &str) -> usize {
+    ORDER
+        .iter()
+        .position(|t| *t == type_)
+        .unwrap_or(ORDER.len())
+}
+
+fn truncate(message: &str) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message.to_string();
+    }
+    let ellipsis = "…";
+    let mut end = MAX_MESSAGE_BYTES - ellipsis.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ellipsis}", &message[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T1: &str = "2024-05-01T10:00:00Z";
+    const T2: &str = "2024-05-01T10:05:00Z";
+    const T3: &str = "2024-05-01T10:10:00Z";
+
+    fn ready() -> Health {
+        Health::Ready {
+            reason: reason::IN_SYNC,
+            message: "shadow version 42 matches the spec".into(),
+        }
+    }
+
+    fn progressing() -> Health {
+        Health::Progressing {
+            reason: reason::WRITING,
+            message: "writing 2 paths".into(),
+        }
+    }
+
+    fn stalled() -> Health {
+        Health::Stalled {
+            reason: reason::CONFLICT,
+            message: "/power: cloud \"off\", spec \"on\"".into(),
+        }
+    }
+
+    fn failed() -> Health {
+        Health::Failed {
+            reason: "Throttled",
+            message: "ThrottlingException: rate exceeded".into(),
+        }
+    }
+
+    fn types(conditions: &[Condition]) -> Vec<&str> {
+        conditions.iter().map(|c| c.type_.as_str()).collect()
+    }
+
+    fn get<'a>(conditions: &'a [Condition], t: &str) -> &'a Condition {
+        find_condition(conditions, t).unwrap_or_else(|| panic!("no {t} condition"))
+    }
+
+    fn synced(ok: bool) -> Option<(bool, &'static str, String)> {
+        Some((ok, reason::SUCCEEDED, String::new()))
+    }
+
+    #[test]
+    fn ready_is_always_present_and_true_only_when_ready() {
+        for (health, want) in [
+            (ready(), "True"),
+            (progressing(), "False"),
+            (failed(), "False"),
+            (stalled(), "False"),
+        ] {
+            let mut c = Vec::new();
+            set_conditions(&mut c, Some(1), T1, &health, None, None);
+            let r = get(&c, READY);
+            assert_eq!(r.status, want, "{health:?}");
+            assert_eq!(r.reason, health.reason());
+            assert_eq!(r.message, health.message());
+            assert_eq!(r.observed_generation, Some(1));
+            assert_eq!(r.last_transition_time, T1);
+        }
+    }
+
+    #[test]
+    fn reconciling_and_stalled_are_present_only_while_true() {
+        let mut c = Vec::new();
+        set_conditions(&mut c, Some(1), T1, &progressing(), None, None);
+        assert_eq!(types(&c), vec![READY, RECONCILING]);
+        assert_eq!(get(&c, RECONCILING).status, "True");
+        assert_eq!(get(&c, RECONCILING).reason, reason::WRITING);
+
+        set_conditions(&mut c, Some(1), T2, &stalled(), None, None);
+        assert_eq!(types(&c), vec![READY, STALLED]);
+        assert_eq!(get(&c, STALLED).status, "True");
+        assert_eq!(get(&c, STALLED).reason, reason::CONFLICT);
+        assert!(get(&c, READY).message.contains("/power"));
+
+        set_conditions(&mut c, Some(2), T3, &ready(), None, None);
+        assert_eq!(types(&c), vec![READY]);
+    }
+
+    #[test]
+    fn failed_is_not_ready_and_neither_stalled_nor_reconciling() {
+        let mut c = Vec::new();
+        set_conditions(&mut c, Some(1), T1, &stalled(), None, None);
+        set_conditions(&mut c, Some(1), T2, &failed(), synced(false), None);
+        assert_eq!(types(&c), vec![READY, SYNCED]);
+        assert_eq!(get(&c, READY).status, "False");
+        assert_eq!(get(&c, READY).reason, "Throttled");
+        assert_eq!(get(&c, SYNCED).status, "False");
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_status_flips() {
+        let mut c = Vec::new();
+        set_conditions(&mut c, Some(1), T1, &progressing(), synced(true), None);
+        assert_eq!(get(&c, READY).last_transition_time, T1);
+        // Still not ready, for a different reason: no transition.
+        set_conditions(&mut c, Some(1), T2, &failed(), synced(true), None);
+        assert_eq!(get(&c, READY).last_transition_time, T1);
+        assert_eq!(get(&c, READY).reason, "Throttled");
+        assert_eq!(get(&c, SYNCED).last_transition_time, T1);
+        // Now ready: transition.
+        set_conditions(&mut c, Some(2), T3, &ready(), synced(true), None);
+        assert_eq!(get(&c, READY).last_transition_time, T3);
+        assert_eq!(get(&c, READY).observed_generation, Some(2));
+        assert_eq!(get(&c, SYNCED).last_transition_time, T1);
+        assert_eq!(get(&c, SYNCED).observed_generation, Some(2));
+    }
+
+    #[test]
+    fn same_facts_give_byte_identical_conditions() {
+        let converged = || {
+            Some((
+                false,
+                reason::AWAITING_DEVICE,
+                "/power not reported".to_string(),
+            ))
+        };
+        let mut first = Vec::new();
+        set_conditions(
+            &mut first,
+            Some(3),
+            T1,
+            &stalled(),
+            synced(true),
+            converged(),
+        );
+        let mut second = first.clone();
+        set_conditions(
+            &mut second,
+            Some(3),
+            T2,
+            &stalled(),
+            synced(true),
+            converged(),
+        );
+        assert_eq!(
+            serde_json::to_string(&first).expect("serializable"),
+            serde_json::to_string(&second).expect("serializable")
+        );
+    }
+
+    #[test]
+    fn synced_and_converged_are_kept_when_not_given() {
+        let mut c = Vec::new();
+        let converged = Some((true, reason::DEVICE_CONVERGED, String::new()));
+        set_conditions(&mut c, Some(1), T1, &ready(), synced(true), converged);
+        let before_synced = get(&c, SYNCED).clone();
+        let before_converged = get(&c, CONVERGED).clone();
+        set_conditions(&mut c, Some(2), T2, &progressing(), None, None);
+        assert_eq!(get(&c, SYNCED), &before_synced);
+        assert_eq!(get(&c, CONVERGED), &before_converged);
+        assert_eq!(get(&c, READY).observed_generation, Some(2));
+    }
+
+    #[test]
+    fn order_is_fixed_and_foreign_conditions_are_kept_after_ours() {
+        let mut c = vec![Condition {
+            type_: "Custom".into(),
+            status: "True".into(),
+            reason: "X".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: T1.into(),
+        }];
+        upsert_condition(
+            &mut c,
+            STALLED,
+            true,
+            reason::INVALID_SPEC,
+            "bad",
+            Some(1),
+            T1,
+        );
+        upsert_condition(
+            &mut c,
+            CONVERGED,
+            false,
+            reason::AWAITING_DEVICE,
+            "",
+            Some(1),
+            T1,
+        );
+        set_conditions(&mut c, Some(1), T2, &progressing(), synced(true), None);
+        assert_eq!(
+            types(&c),
+            vec![READY, SYNCED, CONVERGED, RECONCILING, "Custom"]
+        );
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let mut c = Vec::new();
+        let long = "é".repeat(MAX_MESSAGE_BYTES);
+        upsert_condition(&mut c, READY, false, reason::CONFLICT, &long, None, T1);
+        let m = &get(&c, READY).message;
+        assert!(m.len() <= MAX_MESSAGE_BYTES);
+        assert!(m.ends_with('…'));
+        assert!(m.len() > MAX_MESSAGE_BYTES - 8);
+        assert_eq!(get(&c, READY).observed_generation, None);
+    }
+}
