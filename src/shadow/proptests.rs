@@ -32,13 +32,13 @@ fn object_of(inner: impl Strategy<Value = Value>) -> impl Strategy<Value = Value
 /// A stored state: no nulls anywhere.
 fn state() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![scalar(), array()];
-    object_of(leaf.prop_recursive(3, 24, 4, |inner| object_of(inner)))
+    object_of(leaf.prop_recursive(3, 24, 4, object_of))
 }
 
 /// A request section: like a state, plus nulls (removals).
 fn patch() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![Just(Value::Null), scalar(), array()];
-    object_of(leaf.prop_recursive(3, 24, 4, |inner| object_of(inner)))
+    object_of(leaf.prop_recursive(3, 24, 4, object_of))
 }
 
 fn get_path<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
