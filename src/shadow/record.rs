@@ -21,17 +21,29 @@ pub const MAX_CLIENT_TOKEN_BYTES: usize = 64;
 /// Error messages, as AWS words them, so that callers matching on text see the same thing
 /// from every data-plane implementation.
 pub mod messages {
+    /// The request is not JSON, or not a JSON object.
     pub const INVALID_JSON: &str = "Payload contains invalid json";
+    /// No `state`.
     pub const MISSING_STATE: &str = "Missing required node: state";
+    /// `state` is not an object.
     pub const STATE_NOT_OBJECT: &str = "State node must be an object";
+    /// `state.desired` is neither an object nor `null`.
     pub const DESIRED_NOT_OBJECT: &str = "Desired node must be an object";
+    /// `state.reported` is neither an object nor `null`.
     pub const REPORTED_NOT_OBJECT: &str = "Reported node must be an object";
+    /// `state` has neither `desired` nor `reported`.
     pub const EMPTY_STATE: &str = "State node must contain a desired or a reported node";
+    /// `version` is not a non-negative integer.
     pub const INVALID_VERSION: &str = "Invalid version";
+    /// `clientToken` is not a string of at most 64 bytes.
     pub const INVALID_CLIENT_TOKEN: &str = "Invalid clientToken";
+    /// A `null` inside an array.
     pub const NULL_IN_ARRAY: &str = "Null values are not allowed in arrays";
+    /// 409: `version` is not the shadow's current version.
     pub const VERSION_CONFLICT: &str = "Version conflict";
+    /// 413: the request, or the document it would produce, is over the limit.
     pub const TOO_LARGE: &str = "The payload exceeds the maximum size allowed";
+    /// 415: the request is not UTF-8.
     pub const UNSUPPORTED_ENCODING: &str =
         "Unsupported documented encoding; supported encoding is UTF-8";
 }
@@ -44,6 +56,7 @@ pub struct UpdateRequest {
     pub desired: Option<Value>,
     /// The `reported` section, like `desired`.
     pub reported: Option<Value>,
+    /// Echoed in the response so that the writer can match it to its request.
     pub client_token: Option<String>,
     /// The version the writer expects the shadow to have.
     pub version: Option<u64>,
@@ -135,13 +148,16 @@ impl UpdateRequest {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ShadowRecord {
+    /// The desired section (empty: absent).
     #[serde(default)]
     pub desired: Map<String, Value>,
+    /// The reported section (empty: absent).
     #[serde(default)]
     pub reported: Map<String, Value>,
     /// `desired`'s metadata: `{"timestamp": epoch_seconds}` at each leaf.
     #[serde(default)]
     pub desired_metadata: Map<String, Value>,
+    /// `reported`'s metadata.
     #[serde(default)]
     pub reported_metadata: Map<String, Value>,
     /// The version of the last successful update (kept after a delete).
@@ -155,7 +171,9 @@ pub struct ShadowRecord {
 /// The outcome of a successful update: the record to store and the response to return.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Updated {
+    /// The shadow after the update, to be stored.
     pub record: ShadowRecord,
+    /// The UpdateThingShadow response.
     pub response: ShadowDocument,
 }
 

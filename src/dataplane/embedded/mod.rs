@@ -43,7 +43,9 @@ pub use store::{
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot open the data-plane database {}: {message}", path.display())]
 pub struct OpenError {
+    /// The file that was asked for.
     pub path: PathBuf,
+    /// What redb said (in use by another store, not a database, I/O error...).
     pub message: String,
 }
 
@@ -86,6 +88,10 @@ impl EmbeddedDataPlane {
     }
 
     /// A store that lives in memory and is gone when the last clone is dropped.
+    ///
+    /// # Panics
+    ///
+    /// Only if memory for the empty database cannot be allocated.
     pub fn in_memory() -> Self {
         match store::open_memory() {
             Ok(db) => Self::with_db(db, None),

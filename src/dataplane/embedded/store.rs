@@ -35,11 +35,13 @@ const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained_me
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const FORMAT: u64 = 1;
 
-/// ListNamedShadowsForThing default and maximum `pageSize`.
+/// ListNamedShadowsForThing `pageSize` when none is given.
 pub const SHADOW_PAGE_DEFAULT: usize = 25;
+/// Largest ListNamedShadowsForThing `pageSize`.
 pub const SHADOW_PAGE_MAX: usize = 100;
-/// ListRetainedMessages default and maximum `maxResults` (AWS documents only the maximum).
+/// ListRetainedMessages `maxResults` when none is given (AWS documents only the maximum).
 pub const RETAINED_PAGE_DEFAULT: usize = 200;
+/// Largest ListRetainedMessages `maxResults`.
 pub const RETAINED_PAGE_MAX: usize = 200;
 
 /// The current time in epoch milliseconds.
