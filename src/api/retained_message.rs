@@ -148,14 +148,12 @@ impl JsonSchema for RetainedMessage {
 }
 
 /// Where the payload comes from. Exactly one field is set.
+///
+/// The schema says "exactly one" with `minProperties`/`maxProperties` rather than CEL: CEL
+/// cannot see `json`, which has no type (any JSON).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    {
-        "rule": "(has(self.json) ? 1 : 0) + (has(self.text) ? 1 : 0) + (has(self.base64) ? 1 : 0) + (has(self.secretKeyRef) ? 1 : 0) + (has(self.configMapKeyRef) ? 1 : 0) == 1",
-        "message": "exactly one of json, text, base64, secretKeyRef, configMapKeyRef must be set",
-    },
-]))]
+#[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
 pub struct PayloadSource {
     /// Any JSON value, published compact with payload format UTF-8 and content type
     /// `application/json` unless `contentType` is set.
