@@ -603,6 +603,7 @@ fn thing_shadow_status_schema() {
     );
 
     let mirror = node(status, "shadow");
+    assert_eq!(required(mirror), ["version"]);
     assert_eq!(node(mirror, "version")["type"], "integer");
     assert_eq!(node(mirror, "version")["format"], "int64");
     for field in ["desired", "reported", "delta"] {

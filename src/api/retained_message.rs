@@ -9,6 +9,8 @@ use super::schema;
 use super::{Condition, ConflictPolicy, ConflictStatus, ManagementPolicy};
 
 /// Declares the retained message of one MQTT topic.
+// `printcolumn(...)` entries repeat keys such as `type_` by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "iot.shadowsync.dev",
@@ -19,6 +21,7 @@ use super::{Condition, ConflictPolicy, ConflictStatus, ManagementPolicy};
     shortname = "retmsg",
     category = "shadowsync",
     schema = "manual",
+    doc = "A `RetainedMessage` resource: the retained MQTT message of one topic.",
     printcolumn(
         name = "Topic",
         type_ = "string",
@@ -92,9 +95,9 @@ pub struct RetainedMessageSpec {
     )]
     pub response_topic: Option<String>,
 
-    /// MQTT 5 correlation data, standard base64 (at most 65535 bytes decoded).
+    /// MQTT 5 correlation data, standard base64 (1 to 65535 bytes decoded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "byte"))]
+    #[schemars(length(min = 1), extend("format" = "byte"))]
     pub correlation_data: Option<String>,
 
     /// MQTT 5 message expiry interval in seconds, at most 604800 (7 days, the AWS IoT Core
@@ -120,8 +123,8 @@ pub struct RetainedMessageSpec {
     #[serde(default)]
     pub conflict_policy: ConflictPolicy,
 
-    /// How often the retained message is re-read, as a Go duration (`30s`, `10m`, `1h`); `0s`
-    /// reads only after a change. Default `10m`.
+    /// How often the retained message is re-read, as a Go duration (`30s`, `10m`, `1h`), at
+    /// least `1s`; `0s` reads only after a change. Default `10m`.
     #[serde(default = "default_retained_refresh")]
     #[schemars(regex(pattern = r"^(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$"))]
     pub refresh_interval: String,

@@ -9,6 +9,8 @@ use super::schema;
 use super::{Condition, ConflictPolicy, ConflictStatus, ManagementPolicy};
 
 /// Declares the desired state of one device shadow (classic or named).
+// `printcolumn(...)` entries repeat keys such as `type_` by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "iot.shadowsync.dev",
@@ -19,6 +21,7 @@ use super::{Condition, ConflictPolicy, ConflictStatus, ManagementPolicy};
     shortname = "tshadow",
     category = "shadowsync",
     schema = "manual",
+    doc = "A `ThingShadow` resource: the desired section of one AWS IoT device shadow.",
     printcolumn(
         name = "Thing",
         type_ = "string",
@@ -118,7 +121,7 @@ pub struct ThingShadowSpec {
     pub conflict_policy: ConflictPolicy,
 
     /// How often the shadow is re-read to see drift and reported state, as a Go duration
-    /// (`30s`, `5m`, `1h30m`); `0s` reads only after a change. Default `5m`.
+    /// (`30s`, `5m`, `1h30m`), at least `1s`; `0s` reads only after a change. Default `5m`.
     #[serde(default = "default_shadow_refresh")]
     #[schemars(regex(pattern = r"^(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$"))]
     pub refresh_interval: String,
