@@ -53,11 +53,11 @@ pub struct RetainedMessageSpec {
     /// `$`-prefixed (reserved topics cannot be retained). Immutable.
     #[schemars(
         length(min = 1, max = 256),
-        regex(pattern = r"^[^$+#\x00][^+#\x00]*$"),
+        regex(pattern = schema::TOPIC_PATTERN),
         extend("x-kubernetes-validations" = [
             {"rule": "self == oldSelf", "message": "topic is immutable"},
             {
-                "rule": "!self.matches('^([^/]*/){8}')",
+                "rule": schema::TOPIC_LEVELS_RULE,
                 "message": "topic must have at most 8 levels (at most 7 '/')",
             },
         ]),
@@ -85,10 +85,10 @@ pub struct RetainedMessageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 256),
-        regex(pattern = r"^[^$+#\x00][^+#\x00]*$"),
+        regex(pattern = schema::TOPIC_PATTERN),
         extend("x-kubernetes-validations" = [
             {
-                "rule": "!self.matches('^([^/]*/){8}')",
+                "rule": schema::TOPIC_LEVELS_RULE,
                 "message": "responseTopic must have at most 8 levels (at most 7 '/')",
             },
         ]),
@@ -126,7 +126,7 @@ pub struct RetainedMessageSpec {
     /// How often the retained message is re-read, as a Go duration (`30s`, `10m`, `1h`), at
     /// least `1s`; `0s` reads only after a change. Default `10m`.
     #[serde(default = "default_retained_refresh")]
-    #[schemars(regex(pattern = r"^(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$"))]
+    #[schemars(regex(pattern = schema::DURATION_PATTERN))]
     pub refresh_interval: String,
 }
 

@@ -10,6 +10,18 @@
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Map, Value};
 
+/// `thingName`: AWS's characters; the length is bounded separately (1..=128).
+pub(crate) const THING_NAME_PATTERN: &str = r"^[a-zA-Z0-9:_-]+$";
+/// `shadowName`: AWS's characters; the length is bounded separately (1..=64).
+pub(crate) const SHADOW_NAME_PATTERN: &str = r"^[$a-zA-Z0-9:_-]+$";
+/// A topic that can be published with RETAIN: no wildcards, no NUL, not `$`-prefixed.
+pub(crate) const TOPIC_PATTERN: &str = r"^[^$+#\x00][^+#\x00]*$";
+/// CEL: at most 8 topic levels (7 `/`), which a length-free pattern cannot say readably.
+pub(crate) const TOPIC_LEVELS_RULE: &str = "!self.matches('^([^/]*/){8}')";
+/// A Go duration without sign, as [`super::validate::parse_duration`] accepts it.
+pub(crate) const DURATION_PATTERN: &str =
+    r"^(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$";
+
 /// Schema of a free-form JSON object that the apiserver keeps as it is.
 pub(crate) fn preserved_object(_: &mut SchemaGenerator) -> Schema {
     json_schema!({

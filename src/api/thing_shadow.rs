@@ -73,7 +73,7 @@ pub struct ThingShadowSpec {
     /// Immutable.
     #[schemars(
         length(min = 1, max = 128),
-        regex(pattern = r"^[a-zA-Z0-9:_-]+$"),
+        regex(pattern = schema::THING_NAME_PATTERN),
         extend("x-kubernetes-validations" = [
             {"rule": "self == oldSelf", "message": "thingName is immutable"},
         ]),
@@ -86,7 +86,7 @@ pub struct ThingShadowSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 64),
-        regex(pattern = r"^[$a-zA-Z0-9:_-]+$"),
+        regex(pattern = schema::SHADOW_NAME_PATTERN),
         extend("x-kubernetes-validations" = [
             {"rule": "self == oldSelf", "message": "shadowName is immutable"},
             {
@@ -123,7 +123,7 @@ pub struct ThingShadowSpec {
     /// How often the shadow is re-read to see drift and reported state, as a Go duration
     /// (`30s`, `5m`, `1h30m`), at least `1s`; `0s` reads only after a change. Default `5m`.
     #[serde(default = "default_shadow_refresh")]
-    #[schemars(regex(pattern = r"^(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$"))]
+    #[schemars(regex(pattern = schema::DURATION_PATTERN))]
     pub refresh_interval: String,
 }
 
