@@ -8,7 +8,7 @@ use clap::ValueEnum;
 
 use crate::dataplane::aws::{AwsDataPlane, AwsOptions};
 use crate::dataplane::embedded::EmbeddedDataPlane;
-use crate::dataplane::resilient::{ResiliencePolicy, Resilient};
+use crate::dataplane::resilient::{RateLimit, ResiliencePolicy, Resilient};
 use crate::dataplane::{DataPlane, ShadowLimits};
 
 /// Which implementation of the data plane to use.
@@ -36,12 +36,13 @@ pub struct DataPlaneArgs {
     /// Database file of the embedded data plane.
     #[arg(long, env = "SHADOWSYNC_DB")]
     pub db: Option<PathBuf>,
-    /// Account-wide data-plane requests per second (client-side rate limit).
-    #[arg(long, env = "SHADOWSYNC_MAX_RPS", default_value_t = ResiliencePolicy::default().max_rps)]
-    pub max_rps: f64,
-    /// Data-plane requests per second to one thing (AWS allows 20).
-    #[arg(long, env = "SHADOWSYNC_MAX_THING_RPS", default_value_t = ResiliencePolicy::default().per_thing_rps)]
-    pub max_thing_rps: f64,
+    /// Account-wide data-plane requests per second (client-side rate limit; 0 = none).
+    /// The default is a quarter of the lowest regional shadow quota (400/s).
+    #[arg(long, env = "SHADOWSYNC_MAX_RPS", default_value_t = 100)]
+    pub max_rps: u32,
+    /// Data-plane requests per second to one thing (AWS allows 20; 0 = no limit).
+    #[arg(long, env = "SHADOWSYNC_MAX_THING_RPS", default_value_t = 20)]
+    pub max_thing_rps: u32,
     /// Shadow document size limit in bytes (desired + reported), checked before any call.
     #[arg(long, env = "SHADOWSYNC_MAX_DOCUMENT_BYTES", default_value_t = ShadowLimits::default().max_document_bytes)]
     pub max_document_bytes: usize,
@@ -113,8 +114,8 @@ impl DataPlaneArgs {
             }
         };
         let policy = ResiliencePolicy {
-            max_rps: self.max_rps,
-            per_thing_rps: self.max_thing_rps,
+            account_rate: (self.max_rps > 0).then(|| RateLimit::new(self.max_rps, self.max_rps)),
+            thing_rate: (self.max_thing_rps > 0).then(|| RateLimit::new(self.max_thing_rps, 1)),
             ..ResiliencePolicy::default()
         };
         Ok((Arc::new(Resilient::new(inner, policy)), description))

@@ -17,7 +17,8 @@ use crate::api::{
 use crate::dataplane::{DataPlaneError, ErrorKind, PublishRequest, RetainedMessageData};
 use crate::planner::conditions::{set_conditions, Health};
 use crate::planner::retained::{
-    message_sha256, plan_retained, publish_request, PublishReason, RetainedPlan,
+    message_sha256, payload_fingerprint, plan_retained, publish_request, rfc3339_from_millis,
+    PublishReason, RetainedPlan,
 };
 
 /// Where the payload of a `secretKeyRef`/`configMapKeyRef` comes from.
@@ -295,7 +296,7 @@ impl Syncer {
                 synced: None,
                 publishes: 0,
                 planned: Some(RetainedPlanned {
-                    reason: publish_reason(reason),
+                    reason: reason.as_str(),
                     changes: describe(observed.as_ref(), desired),
                 }),
             };
@@ -318,7 +319,8 @@ impl Syncer {
         }
         let now = Utc::now();
         status.publish_count += 1;
-        status.last_publish_time = Some(rfc3339(now));
+        // Millisecond precision: the planner compares it with AWS's lastModifiedTime.
+        status.last_publish_time = rfc3339_from_millis(now.timestamp_millis());
         status.applied_sha256 = Some(sha);
         status.payload_sha256 = Some(hex::encode(Sha256::digest(&desired.payload)));
         status.payload_size = Some(desired.payload.len() as u64);
@@ -441,23 +443,9 @@ fn clear_mirror(status: &mut RetainedMessageStatus) {
     status.last_modified_time = None;
 }
 
-fn publish_reason(reason: PublishReason) -> &'static str {
-    match reason {
-        PublishReason::Create => "Create",
-        PublishReason::Update => "Update",
-        PublishReason::DriftCorrection => "DriftCorrection",
-    }
-}
-
 /// `field: old -> new` lines for a planned publish; payloads by size and hash only.
 fn describe(observed: Option<&RetainedMessageData>, desired: &PublishRequest) -> Vec<String> {
-    let digest = |bytes: &[u8]| {
-        format!(
-            "{} bytes, sha256 {}",
-            bytes.len(),
-            &hex::encode(Sha256::digest(bytes))[..12]
-        )
-    };
+    let digest = payload_fingerprint;
     let Some(observed) = observed else {
         return vec![
             format!("payload: (none) -> {}", digest(&desired.payload)),

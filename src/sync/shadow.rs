@@ -17,7 +17,7 @@ use crate::dataplane::{DataPlaneError, ErrorKind, ShadowDocument, ShadowState};
 use crate::planner::conditions::{set_conditions, Health};
 use crate::planner::paths::leaf_paths;
 use crate::planner::shadow::{
-    classify_conflict, desired_sha256, mirror, owned_delta_paths, plan_clear, plan_shadow,
+    classify_conflict, describe_changes, desired_sha256, mirror, owned_delta_paths, plan_clear, plan_shadow,
     ConflictClass, Ownership, PathChange, ShadowPlan,
 };
 
@@ -598,22 +598,7 @@ pub(crate) fn target(spec: &ThingShadowSpec) -> String {
     }
 }
 
-/// `/power: cloud "off", spec "on"` for each change (values cut short).
-pub(crate) fn describe_changes(changes: &[PathChange]) -> String {
-    changes
-        .iter()
-        .map(|c| {
-            format!(
-                "{}: cloud {}, spec {}",
-                c.path,
-                show(c.old.as_ref()),
-                show(c.new.as_ref())
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
+/// A value for a message or a diff line, cut short.
 pub fn show(value: Option<&Value>) -> String {
     match value {
         None => "(absent)".into(),
