@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use shadowsync::dataplane::embedded::EmbeddedDataPlane;
 use shadowsync::dataplane::server::{
     start, FaultSettings, Operation, ServerError, ServerHandle, ServerOptions, StatsSnapshot,
 };
@@ -134,7 +135,7 @@ impl DataPlane for Counting {
 }
 
 fn new_store() -> Arc<dyn DataPlane> {
-    Arc::new(fake::FakeStore::default())
+    Arc::new(EmbeddedDataPlane::in_memory())
 }
 
 struct Server {
@@ -946,7 +947,7 @@ async fn stats_count_calls_by_operation_and_outcome_and_reset() {
         "POST",
         "/things/l/shadow",
         &[],
-        br#"{"state":{},"version":1000}"#,
+        br#"{"state":{"desired":{"a":2}},"version":1000}"#,
     )
     .await
     .assert_error(409, "ConflictException");
@@ -1121,6 +1122,53 @@ async fn the_cli_refuses_non_loopback_without_allow_remote() {
 }
 
 #[tokio::test]
+async fn the_binary_announces_its_address_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shadowsync"))
+        .args(["dataplane", "serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(DEADLINE).expect("first line in time");
+    let url = line
+        .trim_end()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let addr: SocketAddr = url.parse().expect("an address");
+    assert!(addr.ip().is_loopback() && addr.port() != 0);
+
+    let reply = http(addr, "GET", "/things/bin-lamp/shadow", &[], b"")
+        .await
+        .expect("an answer");
+    reply.assert_error(404, "ResourceNotFoundException");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(started.elapsed() < DEADLINE, "no exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
 async fn shutdown_stops_listening() {
     let s = Server::start().await;
     let addr = s.addr();
@@ -1274,280 +1322,4 @@ async fn the_rust_sdk_reads_answers_and_modelled_errors() {
         err.as_service_error().is_none(),
         "a dropped call has no AWS error: {err:?}"
     );
-}
-
-// ---------------------------------------------------------------------------------------
-// A small in-memory store with AWS's observable behaviour for the cases above.
-
-mod fake {
-    use std::collections::BTreeMap;
-    use std::sync::Mutex;
-
-    use async_trait::async_trait;
-    use bytes::Bytes;
-    use serde_json::{Map, Value};
-
-    use shadowsync::dataplane::{
-        DataPlane, DataPlaneError, ErrorKind, NamedShadowPage, PublishRequest, RetainedMessageData,
-        RetainedMessagePage, RetainedTopicSummary, ShadowDeleted, ShadowDocument, ShadowState,
-    };
-
-    #[derive(Default)]
-    struct Shadow {
-        desired: Option<Value>,
-        reported: Option<Value>,
-        version: u64,
-        exists: bool,
-    }
-
-    #[derive(Default)]
-    struct State {
-        shadows: BTreeMap<(String, String), Shadow>,
-        retained: BTreeMap<String, RetainedMessageData>,
-    }
-
-    #[derive(Default)]
-    pub struct FakeStore {
-        state: Mutex<State>,
-    }
-
-    fn err(kind: ErrorKind, message: &str) -> DataPlaneError {
-        DataPlaneError::new(kind, message)
-    }
-
-    fn now() -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
-    }
-
-    fn merge(target: &mut Option<Value>, patch: &Value) {
-        match (target.as_mut(), patch) {
-            (_, Value::Null) => *target = None,
-            (Some(Value::Object(current)), Value::Object(patch)) => merge_objects(current, patch),
-            (_, Value::Object(patch)) => {
-                let mut fresh = Map::new();
-                merge_objects(&mut fresh, patch);
-                *target = Some(Value::Object(fresh));
-            }
-            (_, other) => *target = Some(other.clone()),
-        }
-    }
-
-    fn merge_objects(current: &mut Map<String, Value>, patch: &Map<String, Value>) {
-        for (key, value) in patch {
-            if value.is_null() {
-                current.remove(key);
-                continue;
-            }
-            let mut slot = current.remove(key);
-            merge(&mut slot, value);
-            if let Some(v) = slot {
-                current.insert(key.clone(), v);
-            }
-        }
-    }
-
-    fn page<T: Clone>(
-        items: &[T],
-        token: Option<&str>,
-        size: usize,
-    ) -> Result<(Vec<T>, Option<String>), DataPlaneError> {
-        let start = match token {
-            None => 0,
-            Some(t) => t
-                .parse::<usize>()
-                .map_err(|_| err(ErrorKind::InvalidRequest, "bad nextToken"))?,
-        };
-        let end = (start + size).min(items.len());
-        let next = (end < items.len()).then(|| end.to_string());
-        Ok((items.get(start..end).unwrap_or_default().to_vec(), next))
-    }
-
-    impl FakeStore {
-        fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-            self.state.lock().unwrap_or_else(|p| p.into_inner())
-        }
-    }
-
-    fn key(thing: &str, shadow: Option<&str>) -> (String, String) {
-        (thing.to_string(), shadow.unwrap_or_default().to_string())
-    }
-
-    #[async_trait]
-    impl DataPlane for FakeStore {
-        async fn get_thing_shadow(
-            &self,
-            thing: &str,
-            shadow: Option<&str>,
-        ) -> Result<ShadowDocument, DataPlaneError> {
-            let state = self.lock();
-            match state.shadows.get(&key(thing, shadow)) {
-                Some(s) if s.exists => Ok(ShadowDocument {
-                    state: ShadowState {
-                        desired: s.desired.clone(),
-                        reported: s.reported.clone(),
-                        delta: None,
-                    },
-                    version: s.version,
-                    timestamp: now() / 1000,
-                    ..Default::default()
-                }),
-                _ => Err(err(ErrorKind::ResourceNotFound, "No shadow exists")),
-            }
-        }
-
-        async fn update_thing_shadow(
-            &self,
-            thing: &str,
-            shadow: Option<&str>,
-            payload: Bytes,
-        ) -> Result<ShadowDocument, DataPlaneError> {
-            if payload.len() > 8 * 1024 {
-                return Err(err(
-                    ErrorKind::RequestEntityTooLarge,
-                    "The payload exceeds the maximum size allowed",
-                ));
-            }
-            let request: Value = serde_json::from_slice(&payload)
-                .map_err(|_| err(ErrorKind::InvalidRequest, "Payload contains invalid json"))?;
-            let sections = request
-                .get("state")
-                .and_then(Value::as_object)
-                .ok_or_else(|| err(ErrorKind::InvalidRequest, "Missing required node: state"))?
-                .clone();
-            let mut state = self.lock();
-            let entry = state.shadows.entry(key(thing, shadow)).or_default();
-            if let Some(expected) = request.get("version").and_then(Value::as_u64) {
-                if !entry.exists || expected != entry.version {
-                    return Err(err(ErrorKind::Conflict, "Version conflict"));
-                }
-            }
-            if let Some(d) = sections.get("desired") {
-                merge(&mut entry.desired, d);
-            }
-            if let Some(r) = sections.get("reported") {
-                merge(&mut entry.reported, r);
-            }
-            entry.version += 1;
-            entry.exists = true;
-            Ok(ShadowDocument {
-                state: ShadowState {
-                    desired: sections.get("desired").cloned(),
-                    reported: sections.get("reported").cloned(),
-                    delta: None,
-                },
-                version: entry.version,
-                timestamp: now() / 1000,
-                client_token: request
-                    .get("clientToken")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                ..Default::default()
-            })
-        }
-
-        async fn delete_thing_shadow(
-            &self,
-            thing: &str,
-            shadow: Option<&str>,
-        ) -> Result<ShadowDeleted, DataPlaneError> {
-            let mut state = self.lock();
-            match state.shadows.get_mut(&key(thing, shadow)) {
-                Some(s) if s.exists => {
-                    s.exists = false;
-                    s.desired = None;
-                    s.reported = None;
-                    Ok(ShadowDeleted {
-                        version: s.version,
-                        timestamp: now() / 1000,
-                    })
-                }
-                _ => Err(err(ErrorKind::ResourceNotFound, "No shadow exists")),
-            }
-        }
-
-        async fn list_named_shadows_for_thing(
-            &self,
-            thing: &str,
-            next_token: Option<&str>,
-            page_size: Option<i32>,
-        ) -> Result<NamedShadowPage, DataPlaneError> {
-            let state = self.lock();
-            let names: Vec<String> = state
-                .shadows
-                .iter()
-                .filter(|((t, n), s)| t == thing && !n.is_empty() && s.exists)
-                .map(|((_, n), _)| n.clone())
-                .collect();
-            let (results, next_token) = page(&names, next_token, page_size.unwrap_or(25) as usize)?;
-            Ok(NamedShadowPage {
-                results,
-                next_token,
-                timestamp: now() / 1000,
-            })
-        }
-
-        async fn publish(&self, request: &PublishRequest) -> Result<(), DataPlaneError> {
-            let topic = &request.topic;
-            if topic.contains(['+', '#']) || topic.starts_with('$') {
-                return Err(err(ErrorKind::InvalidRequest, "invalid topic"));
-            }
-            if !request.retain {
-                return Ok(());
-            }
-            let mut state = self.lock();
-            if request.payload.is_empty() {
-                state.retained.remove(topic);
-            } else {
-                state.retained.insert(
-                    topic.clone(),
-                    RetainedMessageData {
-                        topic: topic.clone(),
-                        payload: request.payload.clone(),
-                        qos: request.qos,
-                        last_modified_time: now(),
-                        user_properties: request.user_properties.clone(),
-                    },
-                );
-            }
-            Ok(())
-        }
-
-        async fn get_retained_message(
-            &self,
-            topic: &str,
-        ) -> Result<RetainedMessageData, DataPlaneError> {
-            self.lock()
-                .retained
-                .get(topic)
-                .cloned()
-                .ok_or_else(|| err(ErrorKind::ResourceNotFound, "No retained message"))
-        }
-
-        async fn list_retained_messages(
-            &self,
-            next_token: Option<&str>,
-            max_results: Option<i32>,
-        ) -> Result<RetainedMessagePage, DataPlaneError> {
-            let state = self.lock();
-            let all: Vec<RetainedTopicSummary> = state
-                .retained
-                .values()
-                .map(|m| RetainedTopicSummary {
-                    topic: m.topic.clone(),
-                    payload_size: m.payload.len() as i64,
-                    qos: m.qos,
-                    last_modified_time: m.last_modified_time,
-                })
-                .collect();
-            let (retained_topics, next_token) =
-                page(&all, next_token, max_results.unwrap_or(50) as usize)?;
-            Ok(RetainedMessagePage {
-                retained_topics,
-                next_token,
-            })
-        }
-    }
 }

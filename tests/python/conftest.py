@@ -121,7 +121,7 @@ class DataPlaneServer:
 
     def client(self, **config):
         """A boto3 `iot-data` client for this server: dummy credentials, no retries."""
-        options = {"retries": {"max_attempts": 1, "mode": "standard"}}
+        options = {"retries": {"total_max_attempts": 1, "mode": "standard"}}
         options.update(config)
         return boto3.client(
             "iot-data",

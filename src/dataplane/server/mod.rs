@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 pub use faults::{FaultSettings, Operation};
 pub use stats::{Injected, StatsSnapshot, Totals, DROPPED, OK};
 
+use crate::dataplane::embedded::EmbeddedDataPlane;
 use crate::dataplane::{DataPlane, ShadowLimits};
 use conn::{Conn, CuttableListener};
 use routes::{App, Inflight};
@@ -156,7 +157,7 @@ pub enum ServerError {
     Bind { addr: SocketAddr, source: io::Error },
     #[error("invalid fault settings: {0}")]
     Faults(String),
-    #[error("cannot open the store: {0}")]
+    #[error("{0}")]
     Store(String),
     #[error("cannot install the signal handlers: {0}")]
     Signal(io::Error),
@@ -327,15 +328,23 @@ fn init_logging() {
     // Someone may have installed a subscriber already; theirs wins.
     let _ = tracing_subscriber::fmt()
         .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .with_env_filter(filter)
         .try_init();
 }
 
 fn open_store(args: &ServeArgs) -> Result<Arc<dyn DataPlane>, ServerError> {
-    let _ = args;
-    Err(ServerError::Store(
-        "the embedded store is not available in this build".to_string(),
-    ))
+    let store = match &args.db {
+        Some(path) => {
+            EmbeddedDataPlane::open(path).map_err(|err| ServerError::Store(err.to_string()))?
+        }
+        None => EmbeddedDataPlane::in_memory(),
+    };
+    match store.path() {
+        Some(path) => tracing::info!(db = %path.display(), "data persisted to a file"),
+        None => tracing::info!("data kept in memory only (no --db)"),
+    }
+    Ok(Arc::new(store.with_limits(args.limits())))
 }
 
 /// SIGTERM and SIGINT, installed before the address is announced so that a signal sent
