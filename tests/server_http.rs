@@ -588,6 +588,17 @@ async fn topics_with_raw_slashes_and_literal_percent_signs() {
         .await
         .assert_error(404, "ResourceNotFoundException");
 
+    // Percent-encoding that is not UTF-8 is refused, not guessed at.
+    let message = s
+        .call("GET", "/retainedMessage/bad%FFtopic")
+        .await
+        .assert_error(400, "InvalidRequestException");
+    assert!(message.contains("topic"), "{message}");
+    // A `/` inside a thing name is decoded, then refused as a name.
+    s.call("GET", "/things/a%2Fb/shadow")
+        .await
+        .assert_error(400, "InvalidRequestException");
+
     // Without user properties the field is left out.
     let body = s
         .call("GET", "/retainedMessage/plant/line-1/state")

@@ -132,3 +132,4 @@ pub struct RetainedMessageStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
 }
+
