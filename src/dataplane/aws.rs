@@ -10,11 +10,10 @@ use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
-use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
 use aws_sdk_iotdataplane::config::Region;
-use aws_sdk_iotdataplane::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_iotdataplane::error::{ErrorMetadata, ProvideErrorMetadata, SdkError};
 use aws_sdk_iotdataplane::operation::delete_thing_shadow::DeleteThingShadowError;
 use aws_sdk_iotdataplane::operation::get_retained_message::GetRetainedMessageError;
 use aws_sdk_iotdataplane::operation::get_thing_shadow::GetThingShadowError;
@@ -62,13 +61,11 @@ pub enum AwsSetupError {
     )]
     MissingRegion,
     #[error(
-        "no AWS credentials found ({detail}): provide them through the AWS default chain \
+        "no usable AWS credentials ({detail}); provide them through the AWS default chain \
          (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, IRSA (AWS_ROLE_ARN + \
          AWS_WEB_IDENTITY_TOKEN_FILE), EKS Pod Identity, or the instance metadata service)"
     )]
     MissingCredentials { detail: String },
-    #[error("AWS credentials could not be loaded: {0}")]
-    Credentials(String),
     #[error("invalid endpoint URL {url:?}: {reason}")]
     InvalidEndpoint { url: String, reason: String },
     #[error(
@@ -180,17 +177,13 @@ async fn probe_credentials(
             detail: "no credential provider configured".into(),
         });
     };
+    // The chain answers with the last provider's error when none had credentials
+    // (often IMDS being unreachable): show it, it tells where the chain looked last.
     match tokio::time::timeout(CREDENTIALS_PROBE_TIMEOUT, provider.provide_credentials()).await {
         Ok(Ok(_)) => Ok(provider),
-        Ok(Err(CredentialsError::CredentialsNotLoaded(details))) => {
-            Err(AwsSetupError::MissingCredentials {
-                detail: DisplayErrorContext(&CredentialsError::CredentialsNotLoaded(details))
-                    .to_string(),
-            })
-        }
-        Ok(Err(err)) => Err(AwsSetupError::Credentials(
-            DisplayErrorContext(&err).to_string(),
-        )),
+        Ok(Err(err)) => Err(AwsSetupError::MissingCredentials {
+            detail: error_chain(&err),
+        }),
         Err(_) => Err(AwsSetupError::MissingCredentials {
             detail: format!(
                 "the credential chain found nothing within {}s",
@@ -223,7 +216,7 @@ async fn discover_endpoint(
                     service.code().unwrap_or("error"),
                     service.message().unwrap_or("no message")
                 ),
-                None => DisplayErrorContext(&err).to_string(),
+                None => error_chain(&err),
             };
             AwsSetupError::EndpointDiscovery(text)
         })?;
@@ -518,29 +511,51 @@ where
         SdkError::ServiceError(context) => {
             let service = context.err();
             let status = context.raw().status().as_u16();
+            // An unmodelled answer keeps its parsed code and message one level down.
+            let inner_meta = std::error::Error::source(service)
+                .and_then(|source| source.downcast_ref::<ErrorMetadata>());
             let text = service
                 .message()
+                .or_else(|| inner_meta.and_then(ErrorMetadata::message))
                 .map(str::to_owned)
-                .unwrap_or_else(|| DisplayErrorContext(service).to_string());
+                .unwrap_or_else(|| error_chain(service));
+            let code = service
+                .code()
+                .or_else(|| inner_meta.and_then(ErrorMetadata::code));
             match modelled(service) {
                 Some(kind) => DataPlaneError::new(kind, text),
-                None => unmodelled(status, service.code(), &text),
+                None => unmodelled(status, code, &text),
             }
         }
         SdkError::ResponseError(context) => {
             let status = context.raw().status().as_u16();
-            unmodelled(status, None, &DisplayErrorContext(&err).to_string())
+            unmodelled(status, None, &error_chain(&err))
         }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
-            DataPlaneError::new(ErrorKind::Transport, DisplayErrorContext(&err).to_string())
+            DataPlaneError::new(ErrorKind::Transport, error_chain(&err))
         }
         // The request could not be built (a header value that is not ASCII, say).
-        SdkError::ConstructionFailure(_) => DataPlaneError::new(
-            ErrorKind::InvalidRequest,
-            DisplayErrorContext(&err).to_string(),
-        ),
-        _ => DataPlaneError::new(ErrorKind::Unhandled, DisplayErrorContext(&err).to_string()),
+        SdkError::ConstructionFailure(_) => {
+            DataPlaneError::new(ErrorKind::InvalidRequest, error_chain(&err))
+        }
+        _ => DataPlaneError::new(ErrorKind::Unhandled, error_chain(&err)),
     }
+}
+
+/// An error and its sources, `: `-separated, without the Debug dump
+/// `DisplayErrorContext` appends (responses, headers), so it fits in a status message.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// An answer without a modelled error type. Throttling and 5xx from a proxy or load
@@ -665,4 +680,262 @@ fn list_retained_kind(err: &ListRetainedMessagesError) -> Option<ErrorKind> {
         E::MethodNotAllowedException(_) => ErrorKind::MethodNotAllowed,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    #[test]
+    fn loopback_endpoints_are_recognised() {
+        for url in [
+            "http://127.0.0.1:4566",
+            "http://127.8.9.10",
+            "https://localhost:8443/",
+            "http://LOCALHOST",
+            "http://[::1]:9000",
+            "http://user@127.0.0.1:1/path",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "https://abc-ats.iot.eu-west-1.amazonaws.com",
+            "http://10.0.0.1:8080",
+            "http://[::2]:9000",
+            "http://127.0.0.1.example.com",
+            "http://localhost.example.com",
+        ] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn endpoint_urls_need_a_scheme_and_a_host() {
+        assert_eq!(
+            normalize_endpoint("http://127.0.0.1:80/").unwrap(),
+            "http://127.0.0.1:80"
+        );
+        for bad in ["127.0.0.1:80", "ftp://x", "http://", "https:///path"] {
+            assert!(
+                matches!(
+                    normalize_endpoint(bad),
+                    Err(AwsSetupError::InvalidEndpoint { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn user_properties_keep_order_and_repeated_keys() {
+        let properties = vec![
+            ("k".to_owned(), "a".to_owned()),
+            ("site".to_owned(), "berlin".to_owned()),
+            ("k".to_owned(), "b".to_owned()),
+        ];
+        let encoded = encode_user_properties(&properties);
+        assert_eq!(encoded, r#"[{"k":"a"},{"site":"berlin"},{"k":"b"}]"#);
+        assert_eq!(
+            decode_user_properties(encoded.as_bytes()).unwrap(),
+            properties
+        );
+    }
+
+    #[test]
+    fn user_properties_decode_null_base64_and_reject_garbage() {
+        assert!(decode_user_properties(b"null").unwrap().is_empty());
+        // One extra base64 layer of [{"a":"1"}].
+        assert_eq!(
+            decode_user_properties(b"W3siYSI6IjEifV0=").unwrap(),
+            vec![("a".to_owned(), "1".to_owned())]
+        );
+        for bad in [&b"{\"a\":\"1\"}"[..], b"[1]", b"not json"] {
+            let err = decode_user_properties(bad).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Unhandled);
+        }
+    }
+
+    /// Answers every request on a fresh port with one canned HTTP response.
+    async fn canned(response: &'static str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    // Read the head; the test requests carry small bodies.
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = socket.write_all(response.as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        url
+    }
+
+    async fn plane(url: String) -> AwsDataPlane {
+        AwsDataPlane::connect(AwsOptions {
+            endpoint_url: Some(url),
+            region: Some("eu-west-1".into()),
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn modelled_errors_keep_their_kind_and_message() {
+        let url = canned(
+            "HTTP/1.1 409 Conflict\r\nx-amzn-ErrorType: ConflictException\r\n\
+             Content-Type: application/json\r\nContent-Length: 32\r\nConnection: close\r\n\r\n\
+             {\"message\":\"Version conflict\"}  ",
+        )
+        .await;
+        let err = plane(url)
+            .await
+            .update_thing_shadow("t", None, Bytes::from_static(b"{}"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Conflict);
+        assert_eq!(err.message, "Version conflict");
+    }
+
+    #[tokio::test]
+    async fn a_403_without_a_type_is_reported_with_status_and_hint() {
+        let url = canned(
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n\
+             Content-Length: 27\r\nConnection: close\r\n\r\n{\"message\":\"Forbidden\"}    ",
+        )
+        .await;
+        let err = plane(url)
+            .await
+            .get_thing_shadow("t", Some("s"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unhandled);
+        assert!(err.message.contains("HTTP 403"), "{}", err.message);
+        assert!(err.message.contains(": Forbidden;"), "{}", err.message);
+        assert!(err.message.contains("iot:Data-ATS"), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn a_bare_503_stays_retryable() {
+        let url = canned(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html\r\n\
+             Content-Length: 5\r\nConnection: close\r\n\r\nbusy!",
+        )
+        .await;
+        let err = plane(url)
+            .await
+            .list_retained_messages(None, Some(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::ServiceUnavailable, "{}", err.message);
+        assert!(err.kind.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_transport_error() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let err = plane(format!("http://127.0.0.1:{port}"))
+            .await
+            .get_thing_shadow("t", None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Transport, "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn a_non_json_shadow_body_is_unhandled() {
+        let url = canned(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+             Content-Length: 8\r\nConnection: close\r\n\r\nnot json",
+        )
+        .await;
+        let err = plane(url)
+            .await
+            .get_thing_shadow("t", None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unhandled);
+        assert!(err.message.contains("GetThingShadow"), "{}", err.message);
+    }
+}
+
+#[cfg(test)]
+mod setup_tests {
+    use super::*;
+
+    /// Whether this machine has any AWS configuration that the default chain could find.
+    fn aws_configured() -> bool {
+        let env = [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_PROFILE",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONFIG_FILE",
+            "AWS_SHARED_CREDENTIALS_FILE",
+        ];
+        env.iter().any(|v| std::env::var_os(v).is_some())
+            || std::env::var_os("HOME")
+                .is_some_and(|home| std::path::Path::new(&home).join(".aws").exists())
+    }
+
+    #[tokio::test]
+    async fn a_remote_endpoint_needs_a_region_and_credentials() {
+        if aws_configured() {
+            eprintln!("SKIP: this machine has AWS configuration; the test needs none");
+            return;
+        }
+        let err = AwsDataPlane::connect(AwsOptions {
+            endpoint_url: Some("https://example-ats.iot.eu-west-1.amazonaws.com".into()),
+            region: None,
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, AwsSetupError::MissingRegion), "{err}");
+        assert!(err.to_string().contains("AWS_REGION"), "{err}");
+
+        let err = AwsDataPlane::connect(AwsOptions {
+            endpoint_url: Some("https://example-ats.iot.eu-west-1.amazonaws.com".into()),
+            region: Some("eu-west-1".into()),
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, AwsSetupError::MissingCredentials { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("AWS_ACCESS_KEY_ID"), "{err}");
+        eprintln!("{err}");
+    }
+
+    #[tokio::test]
+    async fn a_loopback_endpoint_needs_no_aws_setup() {
+        if aws_configured() {
+            eprintln!("SKIP: this machine has AWS configuration; the test needs none");
+            return;
+        }
+        let plane = AwsDataPlane::connect(AwsOptions {
+            endpoint_url: Some("http://localhost:1/".into()),
+            region: None,
+        })
+        .await
+        .unwrap();
+        assert_eq!(plane.endpoint(), "http://localhost:1");
+    }
 }
