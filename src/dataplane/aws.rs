@@ -211,12 +211,12 @@ async fn discover_endpoint(
         .await
         .map_err(|err| {
             let text = match err.as_service_error() {
-                Some(service) => format!(
+                Some(service) if service.message().is_some() => format!(
                     "{}: {}",
                     service.code().unwrap_or("error"),
-                    service.message().unwrap_or("no message")
+                    service.message().unwrap_or_default()
                 ),
-                None => error_chain(&err),
+                _ => error_chain(&err),
             };
             AwsSetupError::EndpointDiscovery(text)
         })?;
@@ -854,6 +854,42 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::Transport, "{}", err.message);
+    }
+
+    async fn discover_from(url: String) -> Result<String, AwsSetupError> {
+        let sdk_config = aws_config::SdkConfig::builder()
+            .endpoint_url(url)
+            .behavior_version(BehaviorVersion::latest())
+            .build();
+        let credentials =
+            SharedCredentialsProvider::new(Credentials::new("a", "b", None, None, "test"));
+        discover_endpoint(&sdk_config, &Region::from_static("eu-west-1"), &credentials).await
+    }
+
+    #[tokio::test]
+    async fn the_data_ats_endpoint_is_discovered() {
+        let url = canned(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 57\r\n\
+             Connection: close\r\n\r\n{\"endpointAddress\":\"abc-ats.iot.eu-west-1.amazonaws.com\"}",
+        )
+        .await;
+        assert_eq!(
+            discover_from(url).await.unwrap(),
+            "https://abc-ats.iot.eu-west-1.amazonaws.com"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_discovery_says_what_to_do() {
+        let url = canned(
+            "HTTP/1.1 403 Forbidden\r\nx-amzn-ErrorType: AccessDeniedException\r\n\
+             Content-Type: application/json\r\nContent-Length: 25\r\nConnection: close\r\n\r\n\
+             {\"message\":\"not today\"}  ",
+        )
+        .await;
+        let err = discover_from(url).await.unwrap_err().to_string();
+        assert!(err.contains("not today"), "{err}");
+        assert!(err.contains("--endpoint-url"), "{err}");
     }
 
     #[tokio::test]
