@@ -183,10 +183,10 @@ impl Resilient {
 
     /// Runs `call` with the limiter and the retry policy. `thing` is set for the shadow
     /// operations, which AWS limits per thing.
-    async fn run<'a, T, F, Fut>(
-        &'a self,
+    async fn run<T, F, Fut>(
+        &self,
         operation: &'static str,
-        thing: Option<&'a str>,
+        thing: Option<&str>,
         call: F,
     ) -> Result<T, DataPlaneError>
     where
