@@ -27,6 +27,7 @@ use shadowsync::dataplane::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Backend {
     Embedded,
+    Server,
     Moto,
 }
 
@@ -34,6 +35,7 @@ impl Backend {
     fn label(self) -> &'static str {
         match self {
             Backend::Embedded => "embedded",
+            Backend::Server => "server",
             Backend::Moto => "moto",
         }
     }
@@ -51,6 +53,10 @@ impl Ctx {
     async fn new(backend: Backend, case: &'static str) -> Option<Ctx> {
         let plane: Arc<dyn DataPlane> = match backend {
             Backend::Embedded => Arc::new(EmbeddedDataPlane::in_memory()),
+            Backend::Server => match support::local_server() {
+                Ok(server) => Arc::new(aws_plane(server.url.clone()).await),
+                Err(why) => panic!("shadowsync dataplane serve did not start: {why}"),
+            },
             Backend::Moto => match support::moto() {
                 support::MotoState::Running(moto) => Arc::new(aws_plane(moto.endpoint_url()).await),
                 support::MotoState::NotInstalled => {
@@ -1019,4 +1025,5 @@ macro_rules! all_cases {
 }
 
 all_cases!(embedded, super::Backend::Embedded);
+all_cases!(server, super::Backend::Server);
 all_cases!(moto, super::Backend::Moto);
