@@ -1027,3 +1027,129 @@ macro_rules! all_cases {
 all_cases!(embedded, super::Backend::Embedded);
 all_cases!(server, super::Backend::Server);
 all_cases!(moto, super::Backend::Moto);
+
+// ---------------------------------------------------------------------------------
+// The resilient wrapper in front of the SDK adapter, against injected faults.
+
+mod resilience {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use serde_json::json;
+    use shadowsync::dataplane::resilient::{CallObserver, ResiliencePolicy, Resilient};
+    use shadowsync::dataplane::DataPlane;
+
+    use super::{aws_plane, support};
+
+    #[derive(Default)]
+    struct Counts(Mutex<HashMap<(&'static str, &'static str), usize>>);
+
+    impl CallObserver for Counts {
+        fn on_call(&self, operation: &'static str, outcome: &'static str, _: Duration) {
+            *self
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry((operation, outcome))
+                .or_default() += 1;
+        }
+    }
+
+    impl Counts {
+        fn total(&self, outcome: &str) -> usize {
+            let counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            counts
+                .iter()
+                .filter(|((_, o), _)| *o == outcome)
+                .map(|(_, n)| n)
+                .sum()
+        }
+    }
+
+    /// About a third of the attempts fail (429, 500/503, reset connections); with enough
+    /// attempts every call gets through, and the observer sees each attempt.
+    #[tokio::test]
+    async fn calls_get_through_throttling_errors_and_resets() {
+        let server = support::start_local_server(&[
+            "--fault-throttle-rate",
+            "0.2",
+            "--fault-error-rate",
+            "0.1",
+            "--fault-drop-rate",
+            "0.05",
+        ])
+        .unwrap_or_else(|e| panic!("the faulty server did not start: {e}"));
+        let counts = Arc::new(Counts::default());
+        // 15 attempts: a call fails at a rate of about 0.32^15, under 1e-7.
+        let policy = ResiliencePolicy {
+            max_attempts: 15,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(20),
+            ..ResiliencePolicy::default()
+        };
+        let plane = Arc::new(
+            Resilient::new(Arc::new(aws_plane(server.url.clone()).await), policy)
+                .with_observer(counts.clone()),
+        );
+
+        let things: Vec<String> = (0..4)
+            .map(|i| format!("resilience-{}-{i}", std::process::id()))
+            .collect();
+        let mut tasks = Vec::new();
+        for round in 0..20 {
+            for thing in &things {
+                let plane = plane.clone();
+                let thing = thing.clone();
+                tasks.push(tokio::spawn(async move {
+                    let doc = json!({"state": {"desired": {"round": round, "by": thing}}});
+                    plane
+                        .update_thing_shadow(&thing, None, doc.to_string().into())
+                        .await
+                }));
+            }
+        }
+        for task in tasks {
+            if let Err(e) = task.await.unwrap_or_else(|e| panic!("task: {e}")) {
+                panic!("a call failed despite retries: {e}");
+            }
+        }
+        for thing in &things {
+            let doc = plane
+                .get_thing_shadow(thing, None)
+                .await
+                .unwrap_or_else(|e| panic!("get {thing}: {e}"));
+            assert_eq!(
+                doc.state.desired.as_ref().map(|d| &d["by"]),
+                Some(&json!(thing))
+            );
+        }
+
+        let ok = counts.total("ok");
+        let failed: usize = [
+            "Throttled",
+            "InternalFailure",
+            "ServiceUnavailable",
+            "Unreachable",
+        ]
+        .iter()
+        .map(|o| counts.total(o))
+        .sum();
+        assert_eq!(
+            ok, 84,
+            "80 updates and 4 gets, each counted once when it succeeds"
+        );
+        assert!(
+            counts.total("Throttled") > 0,
+            "no throttle seen: {:?}",
+            counts.0
+        );
+        assert!(failed > 0);
+        eprintln!(
+            "resilience: {ok} calls, {} attempts ({:.2} per call), outcomes {:?}",
+            ok + failed,
+            (ok + failed) as f64 / ok as f64,
+            counts.0.lock().unwrap_or_else(|p| p.into_inner())
+        );
+    }
+}
