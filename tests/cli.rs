@@ -151,7 +151,10 @@ fn duplicate_targets_leave_the_first_owner() {
     let out = shadowsync(dir.path(), &["apply", "-f", "dup.yaml"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let second = stdout.lines().find(|l| l.contains("default/second")).unwrap();
+    let second = stdout
+        .lines()
+        .find(|l| l.contains("default/second"))
+        .unwrap();
     assert!(second.contains("DuplicateTarget"), "{stdout}");
 }
 

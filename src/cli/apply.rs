@@ -41,7 +41,11 @@ pub struct ManifestArgs {
     #[arg(short = 'R', long)]
     pub recursive: bool,
     /// State file: what was last written for each resource (ownership of shadow keys).
-    #[arg(long, env = "SHADOWSYNC_STATE", default_value = ".shadowsync/state.json")]
+    #[arg(
+        long,
+        env = "SHADOWSYNC_STATE",
+        default_value = ".shadowsync/state.json"
+    )]
     pub state: PathBuf,
     /// Resources reconciled at once.
     #[arg(long, env = "SHADOWSYNC_CONCURRENCY", default_value_t = 16)]
@@ -194,7 +198,9 @@ async fn reconcile(
                 .map(|owner| {
                     (
                         "DuplicateTarget",
-                        format!("{target} is already managed by ThingShadow {owner}, which comes first"),
+                        format!(
+                            "{target} is already managed by ThingShadow {owner}, which comes first"
+                        ),
                     )
                 })
                 .or_else(|| {
@@ -342,7 +348,9 @@ fn outcome(
         key,
         target,
         ready,
-        reason: ready_condition.map(|c| c.reason.clone()).unwrap_or_default(),
+        reason: ready_condition
+            .map(|c| c.reason.clone())
+            .unwrap_or_default(),
         message: ready_condition
             .map(|c| c.message.clone())
             .unwrap_or_default(),
@@ -485,10 +493,7 @@ fn report_apply(outcomes: &[Outcome], output: Output) -> u8 {
         }
         Output::Json => {
             let all: Vec<Value> = outcomes.iter().map(resource_view).collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&all).unwrap_or_default()
-            );
+            println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
         }
     }
     let not_ready = outcomes.iter().filter(|o| !o.ready).count();

@@ -177,7 +177,9 @@ pub fn parse_documents(file: &str, text: &str, loaded: &mut Loaded) {
             Ok(Some(resource)) => loaded.manifests.push(Manifest { source, resource }),
             Ok(None) => loaded.skipped.push(format!(
                 "{source}: {} {} is not a shadowsync resource; skipped",
-                json.get("apiVersion").and_then(Value::as_str).unwrap_or("?"),
+                json.get("apiVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?"),
                 json.get("kind").and_then(Value::as_str).unwrap_or("?")
             )),
             Err(message) => loaded.errors.push(LoadError { source, message }),
@@ -316,7 +318,9 @@ mod tests {
         );
         assert_eq!(loaded.errors.len(), 1);
         assert!(
-            loaded.errors[0].message.starts_with("spec.qos: invalid type"),
+            loaded.errors[0]
+                .message
+                .starts_with("spec.qos: invalid type"),
             "{}",
             loaded.errors[0].message
         );
@@ -370,11 +374,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::write(dir.path().join("sub/c.yaml"), doc("c")).unwrap();
         let keys = |loaded: Loaded| -> Vec<String> {
-            loaded
-                .manifests
-                .iter()
-                .map(|m| m.resource.key())
-                .collect()
+            loaded.manifests.iter().map(|m| m.resource.key()).collect()
         };
         let flat = load(&[dir.path().to_path_buf()], false);
         assert_eq!(keys(flat), ["default/a", "default/b"]);

@@ -80,12 +80,14 @@ impl DataPlaneArgs {
                 let store = match self.db.as_deref().or(default_db) {
                     Some(path) => {
                         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                            std::fs::create_dir_all(dir).map_err(|err| {
-                                format!("cannot create {}: {err}", dir.display())
-                            })?;
+                            std::fs::create_dir_all(dir)
+                                .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
                         }
                         let store = EmbeddedDataPlane::open(path).map_err(|err| {
-                            format!("cannot open the data-plane database {}: {err}", path.display())
+                            format!(
+                                "cannot open the data-plane database {}: {err}",
+                                path.display()
+                            )
                         })?;
                         (
                             store,

@@ -58,8 +58,10 @@ pub trait DataPlane: Send + Sync {
     async fn publish(&self, request: &PublishRequest) -> Result<(), DataPlaneError>;
 
     /// GetRetainedMessage.
-    async fn get_retained_message(&self, topic: &str)
-        -> Result<RetainedMessageData, DataPlaneError>;
+    async fn get_retained_message(
+        &self,
+        topic: &str,
+    ) -> Result<RetainedMessageData, DataPlaneError>;
 
     /// ListRetainedMessages; `max_results` 1..=200.
     async fn list_retained_messages(
@@ -90,9 +92,17 @@ pub struct ShadowDocument {
 /// response a section sent as `null` is `Some(Value::Null)`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 pub struct ShadowState {
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub desired: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub reported: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<Value>,
@@ -102,9 +112,17 @@ pub struct ShadowState {
 /// (and a list of per-element metadata for arrays).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 pub struct ShadowMetadata {
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub desired: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub reported: Option<Value>,
 }
 

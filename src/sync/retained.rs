@@ -18,7 +18,7 @@ use crate::dataplane::{DataPlaneError, ErrorKind, PublishRequest, RetainedMessag
 use crate::planner::conditions::{set_conditions, Health};
 use crate::planner::retained::{
     message_sha256, payload_fingerprint, plan_retained, publish_request, rfc3339_from_millis,
-    PublishReason, RetainedPlan,
+    RetainedPlan,
 };
 
 /// Where the payload of a `secretKeyRef`/`configMapKeyRef` comes from.
@@ -176,11 +176,10 @@ impl Syncer {
                 });
             }
         };
-        let request =
-            publish_request(spec, referenced.as_deref()).map_err(|message| Refused {
-                reason: "InvalidSpec",
-                message,
-            })?;
+        let request = publish_request(spec, referenced.as_deref()).map_err(|message| Refused {
+            reason: "InvalidSpec",
+            message,
+        })?;
         if request.payload.len() > self.limits().max_payload_bytes {
             return Err(Refused {
                 reason: "InvalidSpec",

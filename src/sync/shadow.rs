@@ -17,8 +17,8 @@ use crate::dataplane::{DataPlaneError, ErrorKind, ShadowDocument, ShadowState};
 use crate::planner::conditions::{set_conditions, Health};
 use crate::planner::paths::leaf_paths;
 use crate::planner::shadow::{
-    classify_conflict, describe_changes, desired_sha256, mirror, owned_delta_paths, plan_clear, plan_shadow,
-    ConflictClass, Ownership, PathChange, ShadowPlan,
+    classify_conflict, describe_changes, desired_sha256, mirror, owned_delta_paths, plan_clear,
+    plan_shadow, ConflictClass, Ownership, PathChange, ShadowPlan,
 };
 
 /// What a pass produced.
@@ -366,10 +366,9 @@ impl Syncer {
     ) -> Verdict {
         let version = doc.map(|d| d.version);
         // Count a conflict once per cloud version, not on every refresh while stalled.
-        let seen = prior
-            .conflicts
-            .as_ref()
-            .is_some_and(|c| c.actual_version == version && c.last_reason.as_deref() == Some("OutOfBandEdit"));
+        let seen = prior.conflicts.as_ref().is_some_and(|c| {
+            c.actual_version == version && c.last_reason.as_deref() == Some("OutOfBandEdit")
+        });
         let message = truncate(
             format!(
                 "owned paths were changed outside shadowsync and conflictPolicy is Preserve; \
