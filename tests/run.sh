@@ -16,6 +16,6 @@ cargo fmt --all -- --check
 echo "== Rust tests (unit, property, contract, CLI end to end)"
 cargo test --workspace --no-fail-fast
 
-echo "== Python tests (boto3 against shadowsync dataplane serve)"
-cargo build --bin shadowsync
-SHADOWSYNC_BIN="$PWD/target/debug/shadowsync" python3 -m pytest -q tests/python
+# cargo test built target/debug/shadowsync for the integration tests; reuse it.
+echo "== Python tests (boto3 against shadowsync dataplane serve and apply)"
+SHADOWSYNC_BIN="$PWD/target/debug/shadowsync" python3 -m pytest -q -rs tests/python
