@@ -123,7 +123,7 @@ async fn run(args: &ManifestArgs, mode: Mode) -> u8 {
         }
     };
     let default_db = Path::new(DEFAULT_DIR).join("dataplane.redb");
-    let (dataplane, description) = match args.dataplane.connect(Some(&default_db)).await {
+    let (dataplane, description) = match args.dataplane.connect(Some(&default_db), None).await {
         Ok(pair) => pair,
         Err(err) => {
             eprintln!("error: {err}");

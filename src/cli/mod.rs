@@ -22,6 +22,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the operator: watch ThingShadow and RetainedMessage resources and keep the
+    /// data plane in their declared state.
+    Run(crate::operator::RunArgs),
     /// Reconcile manifest files once, straight against a data plane, and print the
     /// resulting status of each resource. Exits 1 if any is not Ready, 2 on bad input.
     Apply(apply::ApplyArgs),
@@ -45,7 +48,8 @@ pub enum DataplaneCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let json_logs = matches!(&cli.command, Command::Run(args) if args.log_format == crate::operator::LogFormat::Json);
+    init_logging(json_logs);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -54,6 +58,7 @@ pub fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
+        Command::Run(args) => runtime.block_on(crate::operator::run(args)),
         Command::Apply(args) => runtime.block_on(apply::apply(args)),
         Command::Diff(args) => runtime.block_on(apply::diff(args)),
         Command::Crds => {
@@ -75,11 +80,15 @@ pub fn main() -> ExitCode {
 
 /// Logs go to stderr, so that command output on stdout stays machine-readable.
 /// `RUST_LOG` sets the filter (default: warnings, and info for shadowsync itself).
-fn init_logging() {
+fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,shadowsync=info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }

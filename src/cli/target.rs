@@ -8,7 +8,7 @@ use clap::ValueEnum;
 
 use crate::dataplane::aws::{AwsDataPlane, AwsOptions};
 use crate::dataplane::embedded::EmbeddedDataPlane;
-use crate::dataplane::resilient::{RateLimit, ResiliencePolicy, Resilient};
+use crate::dataplane::resilient::{CallObserver, RateLimit, ResiliencePolicy, Resilient};
 use crate::dataplane::{DataPlane, ShadowLimits};
 
 /// Which implementation of the data plane to use.
@@ -74,6 +74,7 @@ impl DataPlaneArgs {
     pub async fn connect(
         &self,
         default_db: Option<&Path>,
+        observer: Option<Arc<dyn CallObserver>>,
     ) -> Result<(Arc<dyn DataPlane>, String), String> {
         let (inner, description): (Arc<dyn DataPlane>, String) = match self.kind() {
             DataPlaneKind::Embedded => {
@@ -120,6 +121,10 @@ impl DataPlaneArgs {
             thing_rate: (self.max_thing_rps > 0).then(|| RateLimit::new(self.max_thing_rps, 1)),
             ..ResiliencePolicy::default()
         };
-        Ok((Arc::new(Resilient::new(inner, policy)), description))
+        let mut resilient = Resilient::new(inner, policy);
+        if let Some(observer) = observer {
+            resilient = resilient.with_observer(observer);
+        }
+        Ok((Arc::new(resilient), description))
     }
 }

@@ -1,0 +1,485 @@
+//! The controller loop for one kind: watch, filter, reconcile, write status.
+//!
+//! A reconcile is idempotent and may be cut at any line: finalizer first, then one sync
+//! pass (see [`crate::sync`]), then one server-side-apply status write only when the
+//! status changed. Status writes never trigger a reconcile of their own: the watch is
+//! filtered to changes of generation, of our annotations, of finalizers and of deletion.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::{Controller, WatchStreamExt};
+use kube::ResourceExt;
+use rand::Rng;
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::kinds::Managed;
+use super::{Context, OperatorError};
+use crate::api::{ManagementPolicy, FINALIZER, PAUSED_ANNOTATION, RECONCILE_REQUESTED_ANNOTATION};
+use crate::planner::conditions::{set_conditions, Health};
+use crate::sync::{SyncEvent, SyncOptions};
+
+/// The field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "shadowsync";
+
+/// Requeue of a resource that another resource already owns the target of.
+const DUPLICATE_RECHECK: Duration = Duration::from_secs(30);
+
+/// Runs the controller of one kind until shutdown. `ready` is called once the initial
+/// list is in the cache.
+pub async fn run<K: Managed>(
+    ctx: Arc<Context>,
+    api: Api<DynamicObject>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    ready: impl FnOnce() + Send + 'static,
+) {
+    let (reader, writer) = reflector::store::<K>();
+    let stream = decoded::<K>(api, ctx.clone())
+        .modify(|obj: &mut K| {
+            // Cached objects never need managedFields: drop them to save memory.
+            obj.meta_mut().managed_fields = None;
+        })
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(trigger_key::<K>, Default::default());
+    let store = reader.clone();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            ready();
+        }
+    });
+    let config = kube::runtime::Config::default().concurrency(ctx.concurrency);
+    let owners = reader.clone();
+    Controller::for_stream(stream, reader)
+        .with_config(config)
+        .graceful_shutdown_on(shutdown)
+        .run(
+            move |obj, ctx| {
+                let owners = owners.clone();
+                async move { reconcile(obj, ctx, owners).await }
+            },
+            error_policy::<K>,
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "reconcile loop");
+            }
+        })
+        .await;
+}
+
+/// Watches the kind untyped and decodes each object on its own, so that one object that
+/// does not deserialize is skipped with a warning instead of stopping the whole watch.
+fn decoded<K: Managed>(
+    api: Api<DynamicObject>,
+    ctx: Arc<Context>,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send {
+    let config = watcher::Config::default().any_semantic();
+    watcher(api, config)
+        .default_backoff()
+        .filter_map(move |event| {
+            let ctx = ctx.clone();
+            async move {
+                let convert = |obj: DynamicObject| -> Option<K> {
+                    let name = obj.name_any();
+                    let namespace = obj.namespace().unwrap_or_default();
+                    match serde_json::to_value(obj).and_then(serde_json::from_value::<K>) {
+                        Ok(typed) => Some(typed),
+                        Err(err) => {
+                            warn!(kind = K::KIND, %namespace, %name, error = %err,
+                                  "skipping an object that does not match the schema");
+                            ctx.metrics
+                                .reconciled(K::KIND, "undecodable", Duration::ZERO);
+                            None
+                        }
+                    }
+                };
+                match event {
+                    Ok(watcher::Event::Apply(obj)) => {
+                        convert(obj).map(|o| Ok(watcher::Event::Apply(o)))
+                    }
+                    Ok(watcher::Event::Delete(obj)) => {
+                        convert(obj).map(|o| Ok(watcher::Event::Delete(o)))
+                    }
+                    Ok(watcher::Event::InitApply(obj)) => {
+                        convert(obj).map(|o| Ok(watcher::Event::InitApply(o)))
+                    }
+                    Ok(watcher::Event::Init) => Some(Ok(watcher::Event::Init)),
+                    Ok(watcher::Event::InitDone) => Some(Ok(watcher::Event::InitDone)),
+                    Err(err) => Some(Err(err)),
+                }
+            }
+        })
+}
+
+/// What may trigger a reconcile: the spec (generation), our annotations, finalizers and
+/// deletion. A status write changes none of these.
+fn trigger_key<K: Managed>(obj: &K) -> Option<u64> {
+    let meta = obj.meta();
+    let mut hasher = DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.deletion_timestamp.is_some().hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    let annotations = meta.annotations.as_ref();
+    for key in [PAUSED_ANNOTATION, RECONCILE_REQUESTED_ANNOTATION] {
+        annotations.and_then(|a| a.get(key)).hash(&mut hasher);
+    }
+    Some(hasher.finish())
+}
+
+async fn reconcile<K: Managed>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    owners: Store<K>,
+) -> Result<Action, OperatorError> {
+    let started = Instant::now();
+    let result = reconcile_inner(&obj, &ctx, &owners).await;
+    let outcome = match &result {
+        Ok((_, true)) => "ready",
+        Ok((_, false)) => "not_ready",
+        Err(_) => "error",
+    };
+    ctx.metrics.reconciled(K::KIND, outcome, started.elapsed());
+    result.map(|(action, _)| action)
+}
+
+/// Returns the next action and whether the resource is Ready.
+async fn reconcile_inner<K: Managed>(
+    obj: &Arc<K>,
+    ctx: &Arc<Context>,
+    owners: &Store<K>,
+) -> Result<(Action, bool), OperatorError> {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let name = obj.name_any();
+    let uid = obj.uid().unwrap_or_default();
+    let annotations = obj.annotations();
+    let paused = annotations.get(PAUSED_ANNOTATION).map(String::as_str) == Some("true");
+    let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
+    let observe = obj.management_policy() == ManagementPolicy::Observe;
+    let prior = obj.status().cloned().unwrap_or_default();
+
+    if obj.meta().deletion_timestamp.is_some() {
+        ctx.metrics.readiness(&uid, K::KIND, None);
+        if !has_finalizer {
+            return Ok((Action::await_change(), false));
+        }
+        if paused {
+            // Cleanup is a data-plane write too: it waits until the resource is unpaused.
+            return Ok((Action::await_change(), false));
+        }
+        if !observe {
+            match obj.cleanup(ctx).await {
+                Ok(events) => publish(ctx, obj.as_ref(), &events).await,
+                Err(err) => {
+                    let event = SyncEvent {
+                        warning: true,
+                        reason: "CleanupFailed",
+                        message: format!("{}: {err}", obj.target_display()),
+                    };
+                    publish(ctx, obj.as_ref(), &[event]).await;
+                    return Err(OperatorError::DataPlane(err));
+                }
+            }
+        }
+        remove_finalizer(&api, obj.as_ref()).await?;
+        ctx.forget(&uid);
+        return Ok((Action::await_change(), false));
+    }
+
+    if observe && has_finalizer {
+        // Observe never writes, so there is nothing to clean up on deletion.
+        remove_finalizer(&api, obj.as_ref()).await?;
+    }
+    let generation = obj.meta().generation;
+    if paused {
+        let mut status = prior.clone();
+        K::set_observed_generation(&mut status, generation);
+        set_conditions(
+            K::conditions_mut(&mut status),
+            generation,
+            &crate::sync::now(),
+            &Health::Failed {
+                reason: "Paused",
+                message: format!(
+                    "reconciliation is paused by the annotation {PAUSED_ANNOTATION}=\"true\""
+                ),
+            },
+            None,
+            None,
+        );
+        write_status(&api, &name, &prior, &status).await?;
+        ctx.metrics.readiness(&uid, K::KIND, Some(false));
+        return Ok((Action::await_change(), false));
+    }
+
+    if let Some(owner) = older_owner(obj.as_ref(), owners) {
+        let mut status = prior.clone();
+        K::set_observed_generation(&mut status, generation);
+        let message = format!(
+            "{} is already managed by {} {owner}, which is older",
+            obj.target_display(),
+            K::KIND
+        );
+        let fresh = !K::conditions(&prior)
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.reason == "DuplicateTarget");
+        set_conditions(
+            K::conditions_mut(&mut status),
+            generation,
+            &crate::sync::now(),
+            &Health::Stalled {
+                reason: "DuplicateTarget",
+                message: message.clone(),
+            },
+            None,
+            None,
+        );
+        if fresh {
+            let event = SyncEvent {
+                warning: true,
+                reason: "DuplicateTarget",
+                message,
+            };
+            publish(ctx, obj.as_ref(), &[event]).await;
+        }
+        write_status(&api, &name, &prior, &status).await?;
+        ctx.metrics.readiness(&uid, K::KIND, Some(false));
+        return Ok((Action::requeue(DUPLICATE_RECHECK), false));
+    }
+
+    if !observe && !has_finalizer {
+        add_finalizer(&api, obj.as_ref()).await?;
+    }
+
+    let requested = annotations
+        .get(RECONCILE_REQUESTED_ANNOTATION)
+        .cloned()
+        .filter(|value| Some(value.as_str()) != K::last_handled_reconcile_at(&prior));
+    let ready_before = K::conditions(&prior)
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let current = prior_is_current::<K>(&prior, generation) && ready_before;
+    if current && requested.is_none() && ctx.first_sight(&uid) {
+        // Just started and this resource was in sync for its generation: spread the first
+        // reads over one refresh interval instead of reading every shadow at once.
+        ctx.metrics.readiness(&uid, K::KIND, Some(true));
+        let delay = obj
+            .refresh()
+            .map(|period| period.mul_f64(rand::rng().random_range(0.0..1.0)));
+        return Ok((
+            delay.map_or_else(Action::await_change, Action::requeue),
+            true,
+        ));
+    }
+    ctx.first_sight(&uid);
+
+    let conflicts_before = K::conflicts(&prior).cloned().unwrap_or_default();
+    let opts = SyncOptions {
+        generation,
+        force: requested.is_some(),
+        dry_run: false,
+        reconcile_requested_at: requested,
+    };
+    let synced = obj.sync(ctx, prior.clone(), opts).await;
+    publish(ctx, obj.as_ref(), &synced.events).await;
+    if let Some(after) = K::conflicts(&synced.status) {
+        let new = after.count.saturating_sub(conflicts_before.count);
+        if new > 0 {
+            let class = match after.last_reason.as_deref() {
+                Some("OutOfBandEdit") => "OutOfBandEdit",
+                _ => "VersionConflict",
+            };
+            ctx.metrics.conflict(K::KIND, class, new);
+        }
+    }
+    write_status(&api, &name, &prior, &synced.status).await?;
+    ctx.metrics.readiness(&uid, K::KIND, Some(synced.ready));
+
+    let stalled = K::conditions(&synced.status)
+        .iter()
+        .any(|c| c.type_ == "Stalled" && c.status == "True");
+    let action = if synced.ready {
+        ctx.reset_backoff(&uid);
+        obj.refresh().map_or_else(Action::await_change, |period| {
+            Action::requeue(jittered(period))
+        })
+    } else if stalled {
+        // Needs a human (invalid spec, Preserve conflict, access denied): look again at
+        // the refresh period, or on the next change.
+        obj.refresh().map_or_else(Action::await_change, |period| {
+            Action::requeue(jittered(period))
+        })
+    } else {
+        Action::requeue(ctx.next_backoff(&uid))
+    };
+    Ok((action, synced.ready))
+}
+
+fn prior_is_current<K: Managed>(prior: &K::Status, generation: Option<i64>) -> bool {
+    K::conditions(prior)
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .is_some_and(|c| c.observed_generation == generation)
+}
+
+/// The older resource targeting the same thing/shadow (or topic), if any: creation time,
+/// then namespace/name, decides.
+fn older_owner<K: Managed>(obj: &K, store: &Store<K>) -> Option<String> {
+    let target = obj.target();
+    let key = |o: &K| {
+        (
+            o.meta().creation_timestamp.clone().map(|t| t.0),
+            o.namespace().unwrap_or_default(),
+            o.name_any(),
+        )
+    };
+    let mine = key(obj);
+    store
+        .state()
+        .iter()
+        .filter(|other| other.meta().deletion_timestamp.is_none())
+        .filter(|other| other.uid() != obj.uid() && other.target() == target)
+        .map(|other| key(other))
+        .filter(|theirs| *theirs < mine)
+        .min()
+        .map(|(_, namespace, name)| format!("{namespace}/{name}"))
+}
+
+/// ±10 % so that resources created together do not refresh together.
+fn jittered(period: Duration) -> Duration {
+    period.mul_f64(rand::rng().random_range(0.9..1.1))
+}
+
+fn error_policy<K: Managed>(obj: Arc<K>, err: &OperatorError, ctx: Arc<Context>) -> Action {
+    let uid = obj.uid().unwrap_or_default();
+    let delay = ctx.next_backoff(&uid);
+    warn!(kind = K::KIND, name = %obj.name_any(), reason = err.reason(), error = %err,
+          retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Server-side apply of the status, only when it changed.
+async fn write_status<K: Managed>(
+    api: &Api<K>,
+    name: &str,
+    prior: &K::Status,
+    status: &K::Status,
+) -> Result<(), OperatorError> {
+    if prior == status {
+        return Ok(());
+    }
+    let (group, version) = crate::api::API_VERSION
+        .split_once('/')
+        .unwrap_or((crate::api::GROUP, crate::api::VERSION));
+    let patch = json!({
+        "apiVersion": format!("{group}/{version}"),
+        "kind": K::KIND,
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(OperatorError::Kube)?;
+    Ok(())
+}
+
+async fn add_finalizer<K: Managed>(api: &Api<K>, obj: &K) -> Result<(), OperatorError> {
+    // A JSON patch with a test, so that a concurrent finalizer change fails instead of
+    // being overwritten.
+    let patch = if obj.finalizers().is_empty() {
+        json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": obj.resource_version()},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ])
+    } else {
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": obj.finalizers()},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+        ])
+    };
+    json_patch(api, obj, patch).await
+}
+
+async fn remove_finalizer<K: Managed>(api: &Api<K>, obj: &K) -> Result<(), OperatorError> {
+    let Some(index) = obj.finalizers().iter().position(|f| f == FINALIZER) else {
+        return Ok(());
+    };
+    let path = format!("/metadata/finalizers/{index}");
+    let patch = json!([
+        {"op": "test", "path": path, "value": FINALIZER},
+        {"op": "remove", "path": path},
+    ]);
+    match json_patch(api, obj, patch).await {
+        // Already gone: the object was removed once its last finalizer went.
+        Err(OperatorError::Kube(kube::Error::Api(status))) if status.code == 404 => Ok(()),
+        other => other,
+    }
+}
+
+async fn json_patch<K: Managed>(
+    api: &Api<K>,
+    obj: &K,
+    patch: serde_json::Value,
+) -> Result<(), OperatorError> {
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch).map_err(|err| OperatorError::Internal(err.to_string()))?;
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Json::<()>(patch),
+    )
+    .await
+    .map_err(OperatorError::Kube)?;
+    Ok(())
+}
+
+/// Sends events from one Recorder; a failure to record is logged, never fatal.
+async fn publish<K: Managed>(ctx: &Context, obj: &K, events: &[SyncEvent]) {
+    if events.is_empty() {
+        return;
+    }
+    let reference = obj.object_ref(&());
+    for event in events {
+        if event.warning {
+            warn!(kind = K::KIND, name = %obj.name_any(), reason = event.reason, "{}", event.message);
+        } else {
+            info!(kind = K::KIND, name = %obj.name_any(), reason = event.reason, "{}", event.message);
+        }
+        let record = Event {
+            type_: if event.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: event.reason.to_string(),
+            note: Some(crate::sync::truncate(event.message.clone(), 1000)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(err) = ctx.recorder.publish(&record, &reference).await {
+            warn!(error = %err, "cannot record an event");
+        }
+    }
+}
+
+/// The API resource of a kind, for the untyped watch.
+pub fn api_resource<K: Managed>() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(crate::api::GROUP, crate::api::VERSION, K::KIND),
+        &K::plural(&()),
+    )
+}
