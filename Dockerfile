@@ -10,9 +10,8 @@
 # toolchain is involved.
 
 ARG RUST_VERSION=1.95
-ARG ALPINE_VERSION=3.22
 
-FROM rust:${RUST_VERSION}-alpine${ALPINE_VERSION} AS build
+FROM rust:${RUST_VERSION}-alpine AS build
 # C toolchain for aws-lc-sys (TLS crypto of the AWS SDK); cmake and perl are its
 # fallback build path.
 RUN apk add --no-cache build-base cmake perl

@@ -235,3 +235,9 @@ def test_values_yaml_defaults_match_what_the_chart_merges(chart):
     for path, default in leaves(VALUES, SCHEMA):
         if default is not None:
             assert lookup(merged, path) == default
+
+
+@pytest.mark.parametrize("kube_version", ["v1.25.0", "v1.33.0"])
+def test_lint_is_clean_on_supported_kubernetes_versions(kube_version):
+    report = helm.lint(str(chartlib.CHART), strict=True, kube_version=kube_version)
+    assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == [], report
