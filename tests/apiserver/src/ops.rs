@@ -695,7 +695,7 @@ fn apply_patch(
         })?;
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request("the apply configuration is not UTF-8"))?;
-    let applied: Value = serde_yaml::from_str(text)
+    let mut applied: Value = serde_yaml::from_str(text)
         .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
     check_body_type(t, &applied)?;
     if applied.get("apiVersion").is_none() || applied.get("kind").is_none() {
@@ -703,12 +703,13 @@ fn apply_patch(
             "apply configuration must set apiVersion and kind",
         ));
     }
+    // Like a real server, an apply configuration may leave the name to the URL.
     match applied["metadata"]["name"].as_str() {
+        None | Some("") => applied["metadata"]["name"] = json!(name),
         Some(n) if n == name => {}
-        _ => {
+        Some(n) => {
             return Err(ApiError::bad_request(format!(
-                "the name of the object ({}) does not match the name on the URL ({name})",
-                applied["metadata"]["name"].as_str().unwrap_or_default()
+                "the name of the object ({n}) does not match the name on the URL ({name})"
             )))
         }
     }

@@ -124,21 +124,40 @@ impl Http {
         accept: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Resp {
+        self.try_request(method, path, content_type, accept, body)
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// Like `request`, but a connection failure is an `Err` instead of a test failure.
+    pub async fn try_request(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        accept: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<Resp, String> {
         let req = self.build(method, path, content_type, accept, body);
         let resp = tokio::time::timeout(DEADLINE, self.client.request(req))
             .await
-            .expect("the server answers in time")
-            .expect("the request is sent");
+            .map_err(|_| "no answer in time".to_string())?
+            .map_err(|e| format!("request failed: {e:?}"))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let raw = resp.into_body().collect().await.unwrap().to_bytes();
+        let raw = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("reading the body: {e}"))?
+            .to_bytes();
         let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-        Resp {
+        Ok(Resp {
             status,
             headers,
             body,
             raw,
-        }
+        })
     }
 
     pub async fn get(&self, path: &str) -> Resp {
