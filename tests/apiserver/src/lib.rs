@@ -69,6 +69,9 @@ pub struct Options {
     pub kube_minor: u32,
     /// Print one line per API request to stderr.
     pub log_requests: bool,
+    /// How long after a namespace's deletion its content is deleted (what the namespace
+    /// controller does in a real cluster, a moment later).
+    pub namespace_cleanup_delay: Duration,
 }
 
 impl Default for Options {
@@ -83,6 +86,7 @@ impl Default for Options {
             seed: 1,
             kube_minor: 33,
             log_requests: false,
+            namespace_cleanup_delay: Duration::from_millis(500),
         }
     }
 }
@@ -115,7 +119,11 @@ pub struct TestApiServer {
 
 impl TestApiServer {
     pub fn start(options: Options) -> Result<TestApiServer, StartError> {
-        let mut store = Store::new(options.history_limit, options.seed);
+        let mut store = Store::new(
+            options.history_limit,
+            options.seed,
+            options.namespace_cleanup_delay,
+        );
         if let Some(path) = options.data_file.as_ref().filter(|p| p.exists()) {
             let bytes =
                 std::fs::read(path).map_err(|e| err(format!("reading {}: {e}", path.display())))?;
@@ -487,6 +495,14 @@ async fn control_loop(
             ticker_shared.lock().send_bookmarks();
         }
     });
+    let namespace_shared = shared.clone();
+    let namespaces = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tick.tick().await;
+            ops::clean_namespaces(&mut namespace_shared.lock());
+        }
+    });
     let flusher = data_file.clone().map(|path| {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -532,6 +548,7 @@ async fn control_loop(
     let _ = serving.await;
     shared.lock().cut_watches();
     bookmarks.abort();
+    namespaces.abort();
     if let Some(f) = flusher {
         f.abort();
     }

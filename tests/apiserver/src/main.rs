@@ -40,6 +40,9 @@ struct Cli {
     /// Log every API request to stderr.
     #[arg(long)]
     log_requests: bool,
+    /// Milliseconds between a namespace's deletion and the deletion of its content.
+    #[arg(long, default_value_t = 500)]
+    namespace_cleanup_delay_ms: u64,
 }
 
 fn main() {
@@ -54,6 +57,7 @@ fn main() {
         seed: cli.seed,
         kube_minor: cli.kube_minor,
         log_requests: cli.log_requests,
+        namespace_cleanup_delay: Duration::from_millis(cli.namespace_cleanup_delay_ms),
     }) {
         Ok(s) => s,
         Err(e) => {

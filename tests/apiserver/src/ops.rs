@@ -851,13 +851,9 @@ fn delete_stored(store: &mut Store, rt: &ResourceType, ns: &str, name: &str) -> 
     }
     let marked = store.put(&rt.storage, ns, name, ordered(marked));
     match rt.special {
-        Special::Namespace => {
-            for (storage, child) in store.namespaced_keys(name) {
-                if let Some(child_rt) = store.registry.by_storage(&storage) {
-                    delete_stored(store, &child_rt, name, &child);
-                }
-            }
-        }
+        // Like the namespace controller, content is deleted a little later, not by this
+        // request: clients deleting a namespace and its objects together still find them.
+        Special::Namespace => store.schedule_namespace_cleanup(name),
         Special::Crd => {
             let storage = ResourceType::storage_key(
                 old["spec"]["group"].as_str().unwrap_or_default(),
@@ -1014,5 +1010,17 @@ pub fn ensure(
             body["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
             update(store, &t, &name, Sub::Main, body, &opts).map(|_| ())
         }
+    }
+}
+
+/// Deletes the content of namespaces whose cleanup is due (the namespace controller's job).
+pub fn clean_namespaces(store: &mut Store) {
+    for ns in store.due_namespace_cleanups() {
+        for (storage, child) in store.namespaced_keys(&ns) {
+            if let Some(child_rt) = store.registry.by_storage(&storage) {
+                delete_stored(store, &child_rt, &ns, &child);
+            }
+        }
+        after_removal(store, "", &ns);
     }
 }

@@ -77,6 +77,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_test/bookmarks", post(test_bookmarks))
         .route("/_test/restart", post(test_restart))
         .fallback(kube_api)
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            log_requests,
+        ))
         .with_state(shared)
 }
 
@@ -317,16 +321,31 @@ async fn kube_api(State(app): State<Arc<Shared>>, request: Request) -> Response 
         user_agent: header(header::USER_AGENT).unwrap_or_default(),
         body,
     };
-    let response = dispatch(&app, &req);
-    if app.log_requests {
-        eprintln!(
-            "test-apiserver: {} {} -> {} ({})",
-            parts.method,
-            parts.uri,
-            response.status().as_u16(),
-            req.user_agent
-        );
+    dispatch(&app, &req)
+}
+
+/// Logs every request (when asked to) with its answer code and user agent.
+async fn log_requests(
+    State(app): State<Arc<Shared>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !app.log_requests {
+        return next.run(request).await;
     }
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let agent = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let response = next.run(request).await;
+    eprintln!(
+        "test-apiserver: {method} {uri} -> {} ({agent})",
+        response.status().as_u16()
+    );
     response
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -179,12 +180,15 @@ pub struct Store {
     pub counters: BTreeMap<RequestKey, u64>,
     pub conflict_faults: Vec<ConflictFault>,
     rng: StdRng,
+    /// Namespaces being deleted, and when their content is to be deleted.
+    namespace_cleanups: BTreeMap<String, Instant>,
+    namespace_cleanup_delay: Duration,
     /// Changed since the data file was last written.
     pub dirty: bool,
 }
 
 impl Store {
-    pub fn new(history_limit: usize, seed: u64) -> Store {
+    pub fn new(history_limit: usize, seed: u64, namespace_cleanup_delay: Duration) -> Store {
         Store {
             registry: Registry::build(std::iter::empty()),
             objects: BTreeMap::new(),
@@ -197,6 +201,8 @@ impl Store {
             counters: BTreeMap::new(),
             conflict_faults: Vec::new(),
             rng: StdRng::seed_from_u64(seed),
+            namespace_cleanups: BTreeMap::new(),
+            namespace_cleanup_delay,
             dirty: false,
         }
     }
@@ -425,6 +431,28 @@ impl Store {
         self.rv
     }
 
+    pub fn schedule_namespace_cleanup(&mut self, namespace: &str) {
+        let due = Instant::now() + self.namespace_cleanup_delay;
+        self.namespace_cleanups
+            .entry(namespace.to_string())
+            .or_insert(due);
+    }
+
+    /// Namespaces whose content should be deleted now; each is returned once.
+    pub fn due_namespace_cleanups(&mut self) -> Vec<String> {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .namespace_cleanups
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(ns, _)| ns.clone())
+            .collect();
+        for ns in &due {
+            self.namespace_cleanups.remove(ns);
+        }
+        due
+    }
+
     pub fn count_request(&mut self, key: RequestKey) {
         *self.counters.entry(key).or_default() += 1;
     }
@@ -472,5 +500,16 @@ impl Store {
         self.rv = snapshot.resource_version;
         self.compacted_rv = self.rv;
         self.rebuild_registry();
+        let terminating: Vec<String> = self
+            .objects
+            .get(crate::registry::NAMESPACE_STORAGE)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|ns| !ns["metadata"]["deletionTimestamp"].is_null())
+            .filter_map(|ns| ns["metadata"]["name"].as_str().map(str::to_string))
+            .collect();
+        for ns in terminating {
+            self.schedule_namespace_cleanup(&ns);
+        }
     }
 }

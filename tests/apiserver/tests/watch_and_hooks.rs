@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -503,42 +501,6 @@ async fn library_restart_keeps_data_and_history() {
     );
 }
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the binary and reads the address from its first line.
-fn spawn_binary(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_test-apiserver"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (Child(child), url)
-}
-
-fn terminate(mut child: Child) {
-    let pid = child.0.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(status.success());
-    let exit = child.0.wait().unwrap();
-    assert!(exit.success(), "{exit:?}");
-}
-
 #[tokio::test]
 async fn binary_restart_with_a_data_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -564,102 +526,30 @@ async fn binary_restart_with_a_data_file() {
     assert!(config.contains("current-context: test-apiserver"));
     assert!(config.contains("namespace: default"));
 
-    let client = Raw::new(&url);
-    let created = client.post(TS, &shadow("kept", "t")).await;
-    assert_eq!(created.0, 201);
-    let rv: u64 = created.1["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let created = Http::at(&url).post(TS, &shadow("kept", "t")).await;
+    assert_eq!(created.status, 201);
+    let rv: u64 = created.rv().parse().unwrap();
     terminate(child);
 
     let listen = url.trim_start_matches("http://").to_string();
     let second_args = args(&listen);
     let (_child, url2) = spawn_binary(&second_args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(url2, url);
-    let client = Raw::new(&url2);
-    let (code, got) = client.get(&format!("{TS}/kept")).await;
-    assert_eq!(code, 200);
-    assert_eq!(got["metadata"]["uid"], created.1["metadata"]["uid"]);
+    let client = Http::at(&url2);
+    let got = client.get(&format!("{TS}/kept")).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body["metadata"]["uid"], created.body["metadata"]["uid"]);
     // resourceVersions continue where they were.
-    let (_, next) = client.post(TS, &shadow("new", "t")).await;
-    let next_rv: u64 = next["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
+    let next: u64 = client
+        .post(TS, &shadow("new", "t"))
+        .await
+        .rv()
         .parse()
         .unwrap();
-    assert!(next_rv > rv);
+    assert!(next > rv);
     // The history did not survive: watching from before the restart is too old.
-    let events = client
-        .get_text(&format!("{TS}?watch=true&resourceVersion={}", rv - 1))
+    let mut watch = client
+        .watch(&format!("{TS}?watch=true&resourceVersion={}", rv - 1))
         .await;
-    assert!(events.contains("\"code\":410"), "{events}");
-}
-
-/// A minimal client for a server that is not a `TestApiServer` in this process.
-struct Raw {
-    base: String,
-    client: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        http_body_util::Full<bytes::Bytes>,
-    >,
-}
-
-impl Raw {
-    fn new(base: &str) -> Raw {
-        Raw {
-            base: base.to_string(),
-            client: hyper_util::client::legacy::Client::builder(
-                hyper_util::rt::TokioExecutor::new(),
-            )
-            .build_http(),
-        }
-    }
-
-    async fn send(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> (u16, bytes::Bytes) {
-        use http_body_util::BodyExt;
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(
-                body.map(|b| serde_json::to_vec(b).unwrap())
-                    .unwrap_or_default(),
-            )))
-            .unwrap();
-        let resp = tokio::time::timeout(DEADLINE, self.client.request(req))
-            .await
-            .unwrap()
-            .unwrap();
-        let code = resp.status().as_u16();
-        let bytes = tokio::time::timeout(DEADLINE, resp.into_body().collect())
-            .await
-            .unwrap()
-            .unwrap()
-            .to_bytes();
-        (code, bytes)
-    }
-
-    async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-        let (code, bytes) = self.send("POST", path, Some(body)).await;
-        (code, serde_json::from_slice(&bytes).unwrap())
-    }
-
-    async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let (code, bytes) = self.send("GET", path, None).await;
-        (
-            code,
-            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-        )
-    }
-
-    async fn get_text(&self, path: &str) -> String {
-        String::from_utf8_lossy(&self.send("GET", path, None).await.1).into_owned()
-    }
+    assert_eq!(watch.next().await.unwrap()["object"]["code"], 410);
 }

@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -81,8 +83,13 @@ impl Resp {
 
 impl Http {
     pub fn new(server: &TestApiServer) -> Http {
+        Http::at(&server.url())
+    }
+
+    /// A client for a server at `url` (e.g. one run as a separate process).
+    pub fn at(url: &str) -> Http {
         Http {
-            base: server.url(),
+            base: url.to_string(),
             client: Client::builder(TokioExecutor::new()).build_http(),
             user_agent: "apiserver-tests".into(),
         }
@@ -299,4 +306,46 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The server binary as a child process, killed if the test ends early. Its stdout stays
+/// open so that it never writes into a closed pipe.
+pub struct Child(
+    pub std::process::Child,
+    BufReader<std::process::ChildStdout>,
+);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary and reads the address from its first line.
+pub fn spawn_binary(args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_test-apiserver"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the binary starts");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (Child(child, stdout), url)
+}
+
+/// Stops the binary with SIGTERM and checks that it exits cleanly.
+pub fn terminate(mut child: Child) {
+    let pid = child.0.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let exit = child.0.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
 }
