@@ -1,13 +1,20 @@
-//! The custom resource types (`iot.shadowsync.dev/v1alpha1`) and their validation.
+//! The custom resource types (`iot.shadowsync.dev/v1alpha1`), their CRDs and their validation.
+//!
+//! The CRD YAML in `crds/` is generated from these types ([`crds_yaml`], printed by
+//! `shadowsync crds`); `tests/crds.rs` fails when the committed files are out of date.
 
 mod common;
 mod retained_message;
+mod schema;
 mod thing_shadow;
 pub mod validate;
 
 pub use common::*;
 pub use retained_message::*;
 pub use thing_shadow::*;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 /// API group of both kinds.
 pub const GROUP: &str = "iot.shadowsync.dev";
@@ -21,3 +28,51 @@ pub const FINALIZER: &str = "iot.shadowsync.dev/cleanup";
 pub const PAUSED_ANNOTATION: &str = "iot.shadowsync.dev/paused";
 /// Annotation whose new value forces a sync; echoed to `status.lastHandledReconcileAt`.
 pub const RECONCILE_REQUESTED_ANNOTATION: &str = "iot.shadowsync.dev/reconcile-requested-at";
+
+/// First line of every generated CRD document.
+const GENERATED_HEADER: &str =
+    "# Generated from the Rust types in src/api by `shadowsync crds`. Do not edit.\n";
+
+/// The `ThingShadow` CustomResourceDefinition.
+pub fn thing_shadow_crd() -> CustomResourceDefinition {
+    ThingShadow::crd()
+}
+
+/// The `RetainedMessage` CustomResourceDefinition.
+pub fn retained_message_crd() -> CustomResourceDefinition {
+    RetainedMessage::crd()
+}
+
+/// The content of `crds/thingshadows.yaml`.
+pub fn crd_yaml_thing_shadow() -> String {
+    to_yaml(&thing_shadow_crd())
+}
+
+/// The content of `crds/retainedmessages.yaml`.
+pub fn crd_yaml_retained_message() -> String {
+    to_yaml(&retained_message_crd())
+}
+
+/// Both CRDs as one multi-document YAML stream, `ThingShadow` first: what `shadowsync crds`
+/// prints.
+pub fn crds_yaml() -> String {
+    format!(
+        "{}---\n{}",
+        crd_yaml_thing_shadow(),
+        crd_yaml_retained_message()
+    )
+}
+
+/// The committed CRD files: (path relative to the repository root, content).
+pub fn crd_files() -> [(&'static str, String); 2] {
+    [
+        ("crds/thingshadows.yaml", crd_yaml_thing_shadow()),
+        ("crds/retainedmessages.yaml", crd_yaml_retained_message()),
+    ]
+}
+
+fn to_yaml(crd: &CustomResourceDefinition) -> String {
+    // A CRD is plain data (strings, maps, numbers): serializing it cannot fail.
+    let body = serde_yaml::to_string(crd).expect("a CustomResourceDefinition serializes to YAML");
+    format!("{GENERATED_HEADER}{body}")
+}
