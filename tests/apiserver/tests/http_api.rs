@@ -1194,3 +1194,138 @@ async fn dry_run_and_delete_collection() {
     assert_eq!(names(&swept.body), ["a", "b"]);
     assert_eq!(names(&http.get(TS).await.body), ["c"]);
 }
+
+/// The project's own generated CRDs (`crds/` at the workspace root) load, and the server
+/// enforces what they declare.
+#[tokio::test]
+async fn the_project_crds_load_and_are_enforced() {
+    let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds");
+    let server = start_with(test_apiserver::Options {
+        crds: vec![crds],
+        ..Default::default()
+    });
+    let http = Http::new(&server);
+    let resources = http.get("/apis/iot.shadowsync.dev/v1alpha1").await.body;
+    let names: Vec<&str> = resources["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "retainedmessages",
+            "retainedmessages/status",
+            "thingshadows",
+            "thingshadows/status"
+        ]
+    );
+
+    // The example from DESIGN.md.
+    let lamp = json!({
+        "apiVersion": "iot.shadowsync.dev/v1alpha1", "kind": "ThingShadow",
+        "metadata": {"name": "kitchen-lamp"},
+        "spec": {"thingName": "kitchen-lamp", "shadowName": "config",
+                 "desired": {"power": "on", "color": {"r": 255, "g": 180}},
+                 "managementPolicy": "Manage", "deletionPolicy": "ClearDesired",
+                 "conflictPolicy": "Overwrite", "refreshInterval": "5m"}
+    });
+    let created = http.post(TS, &lamp).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["spec"]["desired"]["color"]["g"], 180);
+    let path = format!("{TS}/kitchen-lamp");
+    let renamed = http
+        .merge(&path, &json!({"spec": {"thingName": "other"}}))
+        .await;
+    assert_eq!(renamed.status, 422);
+    assert!(renamed.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("thingName is immutable"));
+    let unnamed = http
+        .request(
+            hyper::Method::PATCH,
+            &path,
+            Some("application/json-patch+json"),
+            None,
+            Some(br#"[{"op": "remove", "path": "/spec/shadowName"}]"#.to_vec()),
+        )
+        .await;
+    assert_eq!(unnamed.status, 422, "{}", unnamed.body);
+    let mut greengrass = lamp.clone();
+    greengrass["metadata"]["name"] = json!("gg");
+    greengrass["spec"]["shadowName"] = json!("AWSManagedGreengrassV2Deployment");
+    assert_eq!(http.post(TS, &greengrass).await.status, 422);
+
+    let status = http
+        .merge(
+            &format!("{path}/status"),
+            &json!({"status": {"observedGeneration": 1, "shadow": {"version": 42},
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Synced", "message": "",
+                                "lastTransitionTime": "2025-01-01T00:00:00Z", "observedGeneration": 1}]}}),
+        )
+        .await;
+    assert_eq!(status.status, 200, "{}", status.body);
+    let table = http
+        .get_as(TS, "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .await
+        .body;
+    let columns: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "Name",
+            "Thing",
+            "Shadow",
+            "Version",
+            "Ready",
+            "Converged",
+            "Age"
+        ]
+    );
+    let cells = table["rows"][0]["cells"].as_array().unwrap();
+    assert_eq!(
+        cells[..5],
+        [
+            json!("kitchen-lamp"),
+            json!("kitchen-lamp"),
+            json!("config"),
+            json!(42),
+            json!("True")
+        ]
+    );
+
+    let messages = "/apis/iot.shadowsync.dev/v1alpha1/namespaces/default/retainedmessages";
+    let message = |name: &str, topic: &str, payload: serde_json::Value| {
+        json!({"apiVersion": "iot.shadowsync.dev/v1alpha1", "kind": "RetainedMessage",
+               "metadata": {"name": name}, "spec": {"topic": topic, "payload": payload, "qos": 1}})
+    };
+    let ok = http
+        .post(
+            messages,
+            &message(
+                "cfg",
+                "home/kitchen-lamp/config",
+                json!({"json": {"interval": 30}}),
+            ),
+        )
+        .await;
+    assert_eq!(ok.status, 201, "{}", ok.body);
+    assert_eq!(ok.body["spec"]["payload"]["json"]["interval"], 30);
+    for (name, topic, payload) in [
+        ("deep", "a/b/c/d/e/f/g/h/i", json!({"text": "x"})),
+        ("wild", "home/+/config", json!({"text": "x"})),
+        ("two", "home/t", json!({"text": "x", "base64": "AAEC"})),
+        ("none", "home/t", json!({})),
+        ("bytes", "home/t", json!({"base64": "not base64!"})),
+    ] {
+        let refused = http.post(messages, &message(name, topic, payload)).await;
+        assert_eq!(refused.status, 422, "{name}: {}", refused.body);
+    }
+}
