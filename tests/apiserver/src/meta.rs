@@ -146,13 +146,12 @@ pub fn validate(meta: &Value, rt: &ResourceType) -> Vec<Cause> {
         None | Some(Value::Null) => {}
         Some(Value::Object(labels)) => {
             for (key, value) in labels {
-                let field = format!("metadata.labels");
-                check_qualified_name(key, &field, &mut causes);
+                let field = "metadata.labels";
+                check_qualified_name(key, field, &mut causes);
                 match value.as_str() {
-                    Some(v) if v.is_empty() => {}
-                    Some(v) if v.len() <= 63 && QUALIFIED_NAME.is_match(v) => {}
+                    Some(v) if v.is_empty() || (v.len() <= 63 && QUALIFIED_NAME.is_match(v)) => {}
                     Some(v) => causes.push(Cause::invalid(
-                        &field,
+                        field,
                         &Value::String(v.into()),
                         "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?') with at most 63 characters",
                     )),

@@ -256,7 +256,7 @@ fn check_crd_open(store: &Store, t: &Target) -> Result<(), ApiError> {
         return Err(ApiError::new(
             405,
             "MethodNotAllowed",
-            format!("create not allowed while custom resource definition is terminating"),
+            "create not allowed while custom resource definition is terminating",
         ));
     }
     Ok(())

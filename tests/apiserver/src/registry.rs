@@ -464,7 +464,7 @@ pub fn parse_crd(crd: &Value) -> Result<ResourceType, Vec<Cause>> {
     {
         causes.push(Cause::required(
             "metadata.annotations[api-approved.kubernetes.io]",
-            &format!("protected groups must have approval annotation \"api-approved.kubernetes.io\", see https://github.com/kubernetes/enhancements/pull/1111"),
+            "protected groups must have approval annotation \"api-approved.kubernetes.io\", see https://github.com/kubernetes/enhancements/pull/1111",
         ));
     }
     if plural.is_empty() {

@@ -149,8 +149,8 @@ impl CompiledSchema {
         match value {
             Value::String(s) => self.check_string(schema, s, value, path, causes),
             Value::Number(_) => check_number(schema, value, path, causes),
-            Value::Array(items) => self.check_array(schema, items, value, path, causes),
-            Value::Object(map) => self.check_object(schema, map, value, path, causes),
+            Value::Array(items) => self.check_array(schema, items, path, causes),
+            Value::Object(map) => self.check_object(schema, map, path, causes),
             _ => {}
         }
         self.check_combinators(schema, value, path, causes);
@@ -208,14 +208,7 @@ impl CompiledSchema {
         }
     }
 
-    fn check_array(
-        &self,
-        schema: &Value,
-        items: &[Value],
-        value: &Value,
-        path: &str,
-        causes: &mut Vec<Cause>,
-    ) {
+    fn check_array(&self, schema: &Value, items: &[Value], path: &str, causes: &mut Vec<Cause>) {
         let n = items.len() as u64;
         if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
             if n > max {
@@ -272,14 +265,12 @@ impl CompiledSchema {
                 self.check(item_schema, item, &format!("{path}[{i}]"), causes);
             }
         }
-        let _ = value;
     }
 
     fn check_object(
         &self,
         schema: &Value,
         map: &Map<String, Value>,
-        value: &Value,
         path: &str,
         causes: &mut Vec<Cause>,
     ) {
@@ -317,7 +308,6 @@ impl CompiledSchema {
                 self.check(additional, child, &child_path, causes);
             }
         }
-        let _ = value;
     }
 
     fn check_combinators(

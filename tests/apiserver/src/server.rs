@@ -494,7 +494,6 @@ fn resource_request(app: &Arc<Shared>, req: &ApiRequest, route: Route) -> Respon
         code: 0,
     };
     let response = if verb == "watch" {
-        let mut target = target;
         let mut query = req.query.clone();
         if let Some(name) = &name {
             // A watch on one object's path is a watch of the collection for that name.
@@ -505,9 +504,6 @@ fn resource_request(app: &Arc<Shared>, req: &ApiRequest, route: Route) -> Respon
             } else {
                 format!("{fs},{extra}")
             };
-        }
-        if target.rt.namespaced && target.namespace.is_none() {
-            target.namespace = None;
         }
         start_watch(app, target, &query, &req.accept)
     } else {
@@ -700,7 +696,7 @@ fn metadata_only(object: &Value, api_version: &str) -> Value {
     })
 }
 
-fn version_of<'a>(t: &'a Target) -> &'a crate::registry::Version {
+fn version_of(t: &Target) -> &crate::registry::Version {
     t.rt.version(&t.version)
         .expect("routes only resolve served versions")
 }
