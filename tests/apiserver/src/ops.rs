@@ -192,6 +192,9 @@ fn check_body_type(t: &Target, body: &Value) -> Result<(), ApiError> {
             "the body of the request must be a JSON object",
         ));
     }
+    if !matches!(body.get("metadata"), None | Some(Value::Object(_))) {
+        return Err(ApiError::bad_request("metadata must be an object"));
+    }
     let expected = t.rt.api_version(&t.version);
     if let Some(av) = body.get("apiVersion").and_then(Value::as_str) {
         if av != expected {
@@ -403,6 +406,9 @@ fn finish_write(
         Special::Secret => secret_fields(&mut new, old.is_none()),
         Special::Namespace => {
             let name = name_of(&new).to_string();
+            if !new["metadata"]["labels"].is_object() {
+                new["metadata"]["labels"] = json!({});
+            }
             new["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
             if old.is_none() {
                 new["status"] = json!({"phase": "Active"});
@@ -652,6 +658,7 @@ pub fn patch(
         }
         PatchType::Apply => unreachable!("handled above"),
     }
+    check_body_type(t, &doc)?;
     check_resource_version(t, name, &doc["metadata"]["resourceVersion"], &old)?;
     if name_of(&doc) != name {
         return Err(ApiError::invalid(
@@ -847,6 +854,9 @@ fn delete_stored(store: &mut Store, rt: &ResourceType, ns: &str, name: &str) -> 
         marked["metadata"]["generation"] = json!(g + 1);
     }
     if rt.special == Special::Namespace {
+        if !marked["status"].is_object() {
+            marked["status"] = json!({});
+        }
         marked["status"]["phase"] = json!("Terminating");
     }
     let marked = store.put(&rt.storage, ns, name, ordered(marked));

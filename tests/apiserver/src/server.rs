@@ -117,13 +117,16 @@ fn percent_decode(s: &str, plus_is_space: bool) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' if plus_is_space => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(b) => {
-                    out.push(b);
-                    i += 2;
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(hi), Some(lo)) => {
+                        out.push((hi * 16 + lo) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
                 }
-                Err(_) => out.push(b'%'),
-            },
+            }
             b => out.push(b),
         }
         i += 1;
@@ -946,4 +949,21 @@ fn start_watch(
         HeaderValue::from_static("no-cache, private"),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let q = query_map(Some(
+            "labelSelector=team%3Dred%2Ctier+in+(a)&watch=1&bad=%zz%&x=%C3%A9%é",
+        ));
+        assert_eq!(q["labelSelector"], "team=red,tier in (a)");
+        assert_eq!(q["watch"], "1");
+        assert_eq!(q["bad"], "%zz%");
+        assert_eq!(q["x"], "é%é");
+        assert_eq!(percent_decode("a+b%2Fc", false), "a+b/c");
+    }
 }

@@ -1329,3 +1329,32 @@ async fn the_project_crds_load_and_are_enforced() {
         assert_eq!(refused.status, 422, "{name}: {}", refused.body);
     }
 }
+
+#[tokio::test]
+async fn malformed_bodies_are_refused_not_crashed_on() {
+    let server = start();
+    let http = Http::new(&server);
+    let odd = [
+        json!({"apiVersion": "iot.shadowsync.dev/v1alpha1", "kind": "ThingShadow", "metadata": "x"}),
+        json!([1, 2]),
+        json!({"apiVersion": "iot.shadowsync.dev/v1alpha1", "kind": "ThingShadow",
+               "metadata": {"name": "a", "labels": "x", "finalizers": "y"}, "spec": {"thingName": "t"}}),
+    ];
+    for body in &odd {
+        let r = http.post(TS, body).await;
+        assert!(r.status == 400 || r.status == 422, "{body}: {}", r.body);
+    }
+    http.post(TS, &shadow("a", "t")).await;
+    let r = http
+        .merge(&format!("{TS}/a"), &json!({"metadata": "x"}))
+        .await;
+    assert_eq!(r.status, 400);
+    let ns = http
+        .post(
+            "/api/v1/namespaces",
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n", "labels": "x"}}),
+        )
+        .await;
+    assert_eq!(ns.status, 422);
+    assert_eq!(http.get("/healthz").await.status, 200);
+}
