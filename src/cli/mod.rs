@@ -50,6 +50,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let json_logs = matches!(&cli.command, Command::Run(args) if args.log_format == crate::operator::LogFormat::Json);
     init_logging(json_logs);
+    // The AWS SDK and the Kubernetes client share one TLS stack; pick its crypto provider
+    // once so that neither has to guess.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {

@@ -54,8 +54,22 @@ pub async fn run<K: Managed>(
         .predicate_filter(trigger_key::<K>, Default::default());
     let store = reader.clone();
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            ready();
+        // The store's readiness signal wakes only its most recent waiter, and the
+        // controller waits on it too: poll again now and then instead of waiting once.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await
+            {
+                Ok(Ok(())) => {
+                    info!(kind = K::KIND, "cache synced");
+                    ready();
+                    return;
+                }
+                Ok(Err(_)) => {
+                    warn!(kind = K::KIND, "the watch ended before the cache synced");
+                    return;
+                }
+                Err(_) => continue,
+            }
         }
     });
     let config = kube::runtime::Config::default().concurrency(ctx.concurrency);
@@ -123,14 +137,14 @@ fn decoded<K: Managed>(
         })
 }
 
-/// What may trigger a reconcile: the spec (generation), our annotations, finalizers and
-/// deletion. A status write changes none of these.
+/// What may trigger a reconcile: the spec (generation), our annotations and deletion.
+/// A status write changes none of these, and neither does adding our finalizer (the
+/// pass that adds it goes on to sync).
 fn trigger_key<K: Managed>(obj: &K) -> Option<u64> {
     let meta = obj.meta();
     let mut hasher = DefaultHasher::new();
     meta.generation.hash(&mut hasher);
     meta.deletion_timestamp.is_some().hash(&mut hasher);
-    meta.finalizers.hash(&mut hasher);
     let annotations = meta.annotations.as_ref();
     for key in [PAUSED_ANNOTATION, RECONCILE_REQUESTED_ANNOTATION] {
         annotations.and_then(|a| a.get(key)).hash(&mut hasher);
@@ -163,6 +177,16 @@ async fn reconcile_inner<K: Managed>(
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let name = obj.name_any();
     let uid = obj.uid().unwrap_or_default();
+    // The cache may not have caught up with our own last write yet (a trigger queued
+    // while the previous pass ran): then read the object itself, so that the pass starts
+    // from the status it wrote and does not repeat its work.
+    let fresh;
+    let obj = if ctx.cache_is_behind(&uid, obj.resource_version().as_deref()) {
+        fresh = Arc::new(api.get(&name).await.map_err(OperatorError::Kube)?);
+        &fresh
+    } else {
+        obj
+    };
     let annotations = obj.annotations();
     let paused = annotations.get(PAUSED_ANNOTATION).map(String::as_str) == Some("true");
     let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
@@ -192,14 +216,14 @@ async fn reconcile_inner<K: Managed>(
                 }
             }
         }
-        remove_finalizer(&api, obj.as_ref()).await?;
+        remove_finalizer(ctx, &api, obj.as_ref()).await?;
         ctx.forget(&uid);
         return Ok((Action::await_change(), false));
     }
 
     if observe && has_finalizer {
         // Observe never writes, so there is nothing to clean up on deletion.
-        remove_finalizer(&api, obj.as_ref()).await?;
+        remove_finalizer(ctx, &api, obj.as_ref()).await?;
     }
     let generation = obj.meta().generation;
     if paused {
@@ -218,7 +242,7 @@ async fn reconcile_inner<K: Managed>(
             None,
             None,
         );
-        write_status(&api, &name, &prior, &status).await?;
+        write_status(ctx, &api, &name, &prior, &status).await?;
         ctx.metrics.readiness(&uid, K::KIND, Some(false));
         return Ok((Action::await_change(), false));
     }
@@ -253,13 +277,13 @@ async fn reconcile_inner<K: Managed>(
             };
             publish(ctx, obj.as_ref(), &[event]).await;
         }
-        write_status(&api, &name, &prior, &status).await?;
+        write_status(ctx, &api, &name, &prior, &status).await?;
         ctx.metrics.readiness(&uid, K::KIND, Some(false));
         return Ok((Action::requeue(DUPLICATE_RECHECK), false));
     }
 
     if !observe && !has_finalizer {
-        add_finalizer(&api, obj.as_ref()).await?;
+        add_finalizer(ctx, &api, obj.as_ref()).await?;
     }
 
     let requested = annotations
@@ -303,7 +327,7 @@ async fn reconcile_inner<K: Managed>(
             ctx.metrics.conflict(K::KIND, class, new);
         }
     }
-    write_status(&api, &name, &prior, &synced.status).await?;
+    write_status(ctx, &api, &name, &prior, &synced.status).await?;
     ctx.metrics.readiness(&uid, K::KIND, Some(synced.ready));
 
     let stalled = K::conditions(&synced.status)
@@ -371,6 +395,7 @@ fn error_policy<K: Managed>(obj: Arc<K>, err: &OperatorError, ctx: Arc<Context>)
 
 /// Server-side apply of the status, only when it changed.
 async fn write_status<K: Managed>(
+    ctx: &Context,
     api: &Api<K>,
     name: &str,
     prior: &K::Status,
@@ -387,17 +412,19 @@ async fn write_status<K: Managed>(
         "kind": K::KIND,
         "status": status,
     });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(OperatorError::Kube)?;
+    let written = api
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(OperatorError::Kube)?;
+    ctx.wrote(&written);
     Ok(())
 }
 
-async fn add_finalizer<K: Managed>(api: &Api<K>, obj: &K) -> Result<(), OperatorError> {
+async fn add_finalizer<K: Managed>(ctx: &Context, api: &Api<K>, obj: &K) -> Result<(), OperatorError> {
     // A JSON patch with a test, so that a concurrent finalizer change fails instead of
     // being overwritten.
     let patch = if obj.finalizers().is_empty() {
@@ -411,10 +438,10 @@ async fn add_finalizer<K: Managed>(api: &Api<K>, obj: &K) -> Result<(), Operator
             {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
         ])
     };
-    json_patch(api, obj, patch).await
+    json_patch(ctx, api, obj, patch).await
 }
 
-async fn remove_finalizer<K: Managed>(api: &Api<K>, obj: &K) -> Result<(), OperatorError> {
+async fn remove_finalizer<K: Managed>(ctx: &Context, api: &Api<K>, obj: &K) -> Result<(), OperatorError> {
     let Some(index) = obj.finalizers().iter().position(|f| f == FINALIZER) else {
         return Ok(());
     };
@@ -423,7 +450,7 @@ async fn remove_finalizer<K: Managed>(api: &Api<K>, obj: &K) -> Result<(), Opera
         {"op": "test", "path": path, "value": FINALIZER},
         {"op": "remove", "path": path},
     ]);
-    match json_patch(api, obj, patch).await {
+    match json_patch(ctx, api, obj, patch).await {
         // Already gone: the object was removed once its last finalizer went.
         Err(OperatorError::Kube(kube::Error::Api(status))) if status.code == 404 => Ok(()),
         other => other,
@@ -431,19 +458,22 @@ async fn remove_finalizer<K: Managed>(api: &Api<K>, obj: &K) -> Result<(), Opera
 }
 
 async fn json_patch<K: Managed>(
+    ctx: &Context,
     api: &Api<K>,
     obj: &K,
     patch: serde_json::Value,
 ) -> Result<(), OperatorError> {
     let patch: json_patch::Patch =
         serde_json::from_value(patch).map_err(|err| OperatorError::Internal(err.to_string()))?;
-    api.patch(
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::Json::<()>(patch),
-    )
-    .await
-    .map_err(OperatorError::Kube)?;
+    let written = api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+        .map_err(OperatorError::Kube)?;
+    ctx.wrote(&written);
     Ok(())
 }
 

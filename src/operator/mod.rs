@@ -100,6 +100,8 @@ pub struct Context {
     seen: Mutex<HashSet<String>>,
     /// Consecutive failures per resource, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// resourceVersion of our last write per resource, to detect a cache behind it.
+    written: Mutex<HashMap<String, u64>>,
 }
 
 impl Context {
@@ -115,7 +117,36 @@ impl Context {
         if let Ok(mut seen) = self.seen.lock() {
             seen.remove(uid);
         }
+        if let Ok(mut written) = self.written.lock() {
+            written.remove(uid);
+        }
         self.reset_backoff(uid);
+    }
+
+    /// Remembers the resourceVersion an own write produced.
+    fn wrote<K: kube::Resource>(&self, obj: &K) {
+        let meta = obj.meta();
+        let (Some(uid), Some(version)) = (
+            meta.uid.as_ref(),
+            meta.resource_version.as_deref().and_then(|v| v.parse().ok()),
+        ) else {
+            return;
+        };
+        if let Ok(mut written) = self.written.lock() {
+            written.insert(uid.clone(), version);
+        }
+    }
+
+    /// True when the cached object is older than our last write to it. resourceVersions
+    /// are opaque in general; where they are not numbers this never claims staleness.
+    fn cache_is_behind(&self, uid: &str, cached: Option<&str>) -> bool {
+        let Some(cached) = cached.and_then(|v| v.parse::<u64>().ok()) else {
+            return false;
+        };
+        self.written
+            .lock()
+            .map(|written| written.get(uid).is_some_and(|ours| *ours > cached))
+            .unwrap_or(false)
     }
 
     fn reset_backoff(&self, uid: &str) {
@@ -202,6 +233,7 @@ pub async fn run(args: RunArgs) -> u8 {
         concurrency: args.concurrency.max(1),
         seen: Mutex::default(),
         failures: Mutex::default(),
+        written: Mutex::default(),
     });
 
     let health = Arc::new(Health::default());
