@@ -1,6 +1,7 @@
 //! The `shadowsync` command line.
 
 pub mod apply;
+pub mod import;
 pub mod manifest;
 pub mod state;
 pub mod target;
@@ -31,6 +32,9 @@ pub enum Command {
     /// Show what `apply` would write, without writing. Exits 0 when in sync, 1 when
     /// there are differences, 2 on errors.
     Diff(apply::ManifestArgs),
+    /// Print ThingShadow and RetainedMessage manifests that declare existing shadows and
+    /// retained messages as they are (onboarding a fleet). Exits 2 on errors.
+    Import(import::ImportArgs),
     /// Print the CustomResourceDefinitions generated from the API types.
     Crds,
     /// The local AWS IoT data plane.
@@ -64,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(crate::operator::run(args)),
         Command::Apply(args) => runtime.block_on(apply::apply(args)),
         Command::Diff(args) => runtime.block_on(apply::diff(args)),
+        Command::Import(args) => runtime.block_on(import::import(args)),
         Command::Crds => {
             print!("{}", crate::api::crds_yaml());
             0
