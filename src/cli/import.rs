@@ -97,7 +97,7 @@ pub async fn import(args: ImportArgs) -> u8 {
             return 2;
         }
     }
-    let (dataplane, description) = match args.dataplane.connect(Some(&default_db)).await {
+    let (dataplane, description) = match args.dataplane.connect(Some(&default_db), None).await {
         Ok(pair) => pair,
         Err(err) => {
             eprintln!("error: {err}");

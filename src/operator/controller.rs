@@ -57,8 +57,7 @@ pub async fn run<K: Managed>(
         // The store's readiness signal wakes only its most recent waiter, and the
         // controller waits on it too: poll again now and then instead of waiting once.
         loop {
-            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await
-            {
+            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
                 Ok(Ok(())) => {
                     info!(kind = K::KIND, "cache synced");
                     ready();
@@ -424,7 +423,11 @@ async fn write_status<K: Managed>(
     Ok(())
 }
 
-async fn add_finalizer<K: Managed>(ctx: &Context, api: &Api<K>, obj: &K) -> Result<(), OperatorError> {
+async fn add_finalizer<K: Managed>(
+    ctx: &Context,
+    api: &Api<K>,
+    obj: &K,
+) -> Result<(), OperatorError> {
     // A JSON patch with a test, so that a concurrent finalizer change fails instead of
     // being overwritten.
     let patch = if obj.finalizers().is_empty() {
@@ -441,7 +444,11 @@ async fn add_finalizer<K: Managed>(ctx: &Context, api: &Api<K>, obj: &K) -> Resu
     json_patch(ctx, api, obj, patch).await
 }
 
-async fn remove_finalizer<K: Managed>(ctx: &Context, api: &Api<K>, obj: &K) -> Result<(), OperatorError> {
+async fn remove_finalizer<K: Managed>(
+    ctx: &Context,
+    api: &Api<K>,
+    obj: &K,
+) -> Result<(), OperatorError> {
     let Some(index) = obj.finalizers().iter().position(|f| f == FINALIZER) else {
         return Ok(());
     };

@@ -128,7 +128,9 @@ impl Context {
         let meta = obj.meta();
         let (Some(uid), Some(version)) = (
             meta.uid.as_ref(),
-            meta.resource_version.as_deref().and_then(|v| v.parse().ok()),
+            meta.resource_version
+                .as_deref()
+                .and_then(|v| v.parse().ok()),
         ) else {
             return;
         };

@@ -238,8 +238,8 @@ pub enum RetainedPlan {
 ///
 /// A changed spec hash publishes even when payload, qos and user properties match,
 /// because the attributes GetRetainedMessage does not return (content type, expiry,
-/// ...) may be what changed; this includes the first reconcile of a resource adopting
-/// an existing message.
+/// ...) may be what changed. A first reconcile (no recorded hash) adopts a matching
+/// message without publishing when the spec sets none of those attributes.
 pub fn plan_retained(
     desired: &PublishRequest,
     observed: Option<&RetainedMessageData>,
@@ -253,7 +253,11 @@ pub fn plan_retained(
     let matches = observed.is_some_and(|o| same_message(desired, o));
     let last_publish = status.last_publish_time.as_deref().and_then(rfc3339_millis);
 
-    if spec_unchanged && matches {
+    // A resource seen for the first time adopts a matching message without publishing,
+    // unless it declares attributes that GetRetainedMessage cannot show (then one
+    // publish pins them): a publish reaches every subscriber.
+    let adopting = status.applied_sha256.is_none() && adoptable(desired);
+    if matches && (spec_unchanged || adopting) {
         return RetainedPlan::InSync;
     }
     if spec_unchanged && observed.is_none() && expired(desired, last_publish, now_ms) {
@@ -286,6 +290,18 @@ pub fn plan_retained(
         reason,
         out_of_band,
     }
+}
+
+/// No attribute that GetRetainedMessage cannot return, beyond the JSON content type the
+/// json payload implies.
+fn adoptable(desired: &PublishRequest) -> bool {
+    desired.response_topic.is_none()
+        && desired.correlation_data.is_none()
+        && desired.message_expiry.is_none()
+        && desired
+            .content_type
+            .as_deref()
+            .is_none_or(|c| c == "application/json")
 }
 
 /// What GetRetainedMessage can show: payload, qos, user properties (in order).

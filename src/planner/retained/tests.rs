@@ -373,8 +373,25 @@ fn an_attribute_change_aws_does_not_return_is_an_update() {
 }
 
 #[test]
-fn adopting_an_identical_message_publishes_once_to_pin_the_attributes() {
+fn adopting_an_identical_message_publishes_nothing() {
     let req = request("on");
+    let observed = stored(&req, NOW - 3_600_000);
+    assert_eq!(
+        plan(
+            &req,
+            Some(&observed),
+            &RetainedMessageStatus::default(),
+            ConflictPolicy::Overwrite,
+            false
+        ),
+        RetainedPlan::InSync
+    );
+}
+
+#[test]
+fn adopting_a_message_whose_spec_sets_unreadable_attributes_publishes_once() {
+    let mut req = request("on");
+    req.message_expiry = Some(3600);
     let observed = stored(&req, NOW - 3_600_000);
     assert_eq!(
         plan(
