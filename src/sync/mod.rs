@@ -15,7 +15,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng;
 
 use crate::api::ConflictStatus;
-use crate::dataplane::{DataPlane, DataPlaneError, ShadowLimits};
+use crate::dataplane::{DataPlane, DataPlaneError, ErrorKind, ShadowLimits};
+use crate::planner::conditions::Health;
 
 pub use retained::{PayloadInput, RetainedPlanned, RetainedSyncResult};
 pub use shadow::{show, ShadowSyncResult};
@@ -136,11 +137,40 @@ pub(crate) fn record_conflict(
     entry.actual_version = actual_version;
 }
 
+/// How a failed data-plane call shows in conditions (Ready=False in every case):
+/// - retryable (throttling, 5xx, unreachable): Reconciling=True, retried with backoff;
+/// - refused in a way no retry mends (access denied, 400, 413): Stalled=True;
+/// - anything else: Ready=False alone.
+pub(crate) fn failure(err: &DataPlaneError) -> (Health, Option<(bool, &'static str, String)>) {
+    let reason = err.kind.reason();
+    let message = truncate(err.to_string(), 512);
+    let health = if err.kind.is_retryable() {
+        Health::Progressing {
+            reason,
+            message: message.clone(),
+        }
+    } else if matches!(
+        err.kind,
+        ErrorKind::Unauthorized | ErrorKind::InvalidRequest | ErrorKind::RequestEntityTooLarge
+    ) {
+        Health::Stalled {
+            reason,
+            message: message.clone(),
+        }
+    } else {
+        Health::Failed {
+            reason,
+            message: message.clone(),
+        }
+    };
+    (health, Some((false, reason, message)))
+}
+
 /// Reads that answer 404 become `None`.
 pub(crate) fn found<T>(result: Result<T, DataPlaneError>) -> Result<Option<T>, DataPlaneError> {
     match result {
         Ok(value) => Ok(Some(value)),
-        Err(err) if err.kind == crate::dataplane::ErrorKind::ResourceNotFound => Ok(None),
+        Err(err) if err.kind == ErrorKind::ResourceNotFound => Ok(None),
         Err(err) => Err(err),
     }
 }

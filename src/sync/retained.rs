@@ -9,12 +9,12 @@
 use chrono::{TimeZone, Utc};
 use sha2::{Digest, Sha256};
 
-use super::{found, record_conflict, rfc3339, truncate, SyncEvent, SyncOptions, Syncer};
+use super::{failure, found, record_conflict, rfc3339, truncate, SyncEvent, SyncOptions, Syncer};
 use crate::api::validate::validate_retained_message;
 use crate::api::{
     ManagementPolicy, RetainedDeletionPolicy, RetainedMessageSpec, RetainedMessageStatus,
 };
-use crate::dataplane::{DataPlaneError, ErrorKind, PublishRequest, RetainedMessageData};
+use crate::dataplane::{DataPlaneError, PublishRequest, RetainedMessageData};
 use crate::planner::conditions::{set_conditions, Health};
 use crate::planner::retained::{
     message_sha256, payload_fingerprint, plan_retained, publish_request, rfc3339_from_millis,
@@ -103,7 +103,7 @@ impl Syncer {
                                 Some((true, "Observed", "retained message read".into())),
                             )
                         }
-                        Err(err) => failed(&err),
+                        Err(err) => failure(&err),
                     }
                 }
                 ManagementPolicy::Manage => {
@@ -205,7 +205,7 @@ impl Syncer {
         let sha = message_sha256(desired);
         let observed = match found(self.dataplane().get_retained_message(&spec.topic).await) {
             Ok(observed) => observed,
-            Err(err) => return Step::from(failed(&err)),
+            Err(err) => return Step::from(failure(&err)),
         };
         let force = opts.force || prior.applied_sha256.as_deref() != Some(sha.as_str());
         let now_ms = Utc::now().timestamp_millis();
@@ -314,7 +314,7 @@ impl Syncer {
             ));
         }
         if let Err(err) = self.dataplane().publish(desired).await {
-            return Step::from(failed(&err));
+            return Step::from(failure(&err));
         }
         let now = Utc::now();
         status.publish_count += 1;
@@ -406,23 +406,6 @@ impl From<(Health, Option<(bool, &'static str, String)>)> for Step {
             planned: None,
         }
     }
-}
-
-fn failed(err: &DataPlaneError) -> (Health, Option<(bool, &'static str, String)>) {
-    let reason = err.kind.reason();
-    let message = truncate(err.to_string(), 512);
-    let health = if err.kind == ErrorKind::Unauthorized {
-        Health::Stalled {
-            reason,
-            message: message.clone(),
-        }
-    } else {
-        Health::Failed {
-            reason,
-            message: message.clone(),
-        }
-    };
-    (health, Some((false, reason, message)))
 }
 
 fn mirror(status: &mut RetainedMessageStatus, observed: &RetainedMessageData) {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use serde_json::{Map, Value};
 
-use super::{found, record_conflict, rfc3339, truncate, SyncEvent, SyncOptions, Syncer};
+use super::{failure, found, record_conflict, rfc3339, truncate, SyncEvent, SyncOptions, Syncer};
 use crate::api::validate::validate_thing_shadow;
 use crate::api::{
     ConflictPolicy, LastWrite, ManagementPolicy, ShadowDeletionPolicy, ThingShadowSpec,
@@ -43,22 +43,10 @@ struct Verdict {
 
 impl Verdict {
     fn failed(err: &DataPlaneError) -> Self {
-        let reason = err.kind.reason();
-        let stalled = err.kind == ErrorKind::Unauthorized;
-        let message = truncate(err.to_string(), 512);
+        let (health, synced) = failure(err);
         Verdict {
-            health: if stalled {
-                Health::Stalled {
-                    reason,
-                    message: message.clone(),
-                }
-            } else {
-                Health::Failed {
-                    reason,
-                    message: message.clone(),
-                }
-            },
-            synced: Some((false, reason, message)),
+            health,
+            synced,
             converged: None,
         }
     }
@@ -307,7 +295,7 @@ impl Syncer {
                             "the shadow kept changing: gave up after {attempt} version conflicts; will retry"
                         );
                         return Verdict {
-                            health: Health::Failed {
+                            health: Health::Progressing {
                                 reason: "Conflict",
                                 message: message.clone(),
                             },
