@@ -220,17 +220,7 @@ async fn reconcile(
                 });
             if let Some((reason, message)) = refusal {
                 let mut status = prior;
-                set_conditions(
-                    &mut status.conditions,
-                    None,
-                    &crate::sync::now(),
-                    &Health::Stalled {
-                        reason,
-                        message: message.clone(),
-                    },
-                    None,
-                    None,
-                );
+                stall(&mut status.conditions, reason, &message);
                 return refused("ThingShadow", key, target, reason, message, &status);
             }
             let result = syncer.sync_shadow(spec, &prior, &opts).await;
@@ -275,17 +265,7 @@ async fn reconcile(
                 });
             if let Some((reason, message)) = refusal {
                 let mut status = prior;
-                set_conditions(
-                    &mut status.conditions,
-                    None,
-                    &crate::sync::now(),
-                    &Health::Stalled {
-                        reason,
-                        message: message.clone(),
-                    },
-                    None,
-                    None,
-                );
+                stall(&mut status.conditions, reason, &message);
                 return refused("RetainedMessage", key, target, reason, message, &status);
             }
             let payload = if spec.payload.secret_key_ref.is_some()
@@ -312,6 +292,21 @@ async fn reconcile(
             )
         }
     }
+}
+
+/// Conditions of a resource refused before any call.
+fn stall(conditions: &mut Vec<crate::api::Condition>, reason: &'static str, message: &str) {
+    set_conditions(
+        conditions,
+        None,
+        &crate::sync::now(),
+        &Health::Stalled {
+            reason,
+            message: message.to_string(),
+        },
+        None,
+        None,
+    );
 }
 
 fn immutable(field: &str, was: &str, key: &str) -> (&'static str, String) {

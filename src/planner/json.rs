@@ -1,24 +1,11 @@
 //! JSON value helpers the planner compares and hashes with.
 
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
 /// Structural equality where numbers compare by value (`1 == 1.0`) and object key
-/// order does not matter. AWS may echo `1.0` as `1`; treating them as different would
-/// make every refresh look like drift.
-pub fn values_equal(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => numbers_equal(x, y),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| values_equal(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| values_equal(v, w)))
-        }
-        _ => a == b,
-    }
-}
+/// order does not matter: the shadow engine's rule, so that the planner and the data
+/// plane agree on what "equal" means (AWS may echo `1.0` as `1`).
+pub use crate::shadow::values_equal;
 
 /// Equality of two optional values where absent and `null` are the same thing: in a
 /// shadow, setting a key to `null` removes it.
@@ -33,23 +20,6 @@ pub fn present_equal(a: Option<&Value>, b: Option<&Value>) -> bool {
 /// `None` for an absent value or `null`.
 pub fn non_null(v: Option<&Value>) -> Option<&Value> {
     v.filter(|v| !v.is_null())
-}
-
-fn numbers_equal(a: &Number, b: &Number) -> bool {
-    // Integers compare exactly; only a float on either side falls back to f64.
-    match (as_integer(a), as_integer(b)) {
-        (Some(x), Some(y)) => x == y,
-        _ => match (a.as_f64(), b.as_f64()) {
-            (Some(x), Some(y)) => x == y,
-            _ => false,
-        },
-    }
-}
-
-fn as_integer(n: &Number) -> Option<i128> {
-    n.as_i64()
-        .map(i128::from)
-        .or_else(|| n.as_u64().map(i128::from))
 }
 
 /// Compact JSON with object keys sorted at every level, so that the key order of a
