@@ -29,7 +29,7 @@ CONFIGMAPS = grants(group="", resources={"configmaps"}, verbs={"get"})
 ALL_NAMESPACES = grants(group="", resources={"namespaces"}, verbs={"get", "list", "watch"})
 LEASE = (
     grants(group="coordination.k8s.io", resources={"leases"}, verbs={"create"})
-    | grants(group="coordination.k8s.io", resources={"leases"}, verbs={"get", "update"}, names=("shadowsync-leader",))
+    | grants(group="coordination.k8s.io", resources={"leases"}, verbs={"get", "patch"}, names=("shadowsync-leader",))
 )
 
 
