@@ -211,6 +211,32 @@ async fn spec_change_makes_exactly_one_write() {
         1,
         "one read to verify"
     );
+
+    // A forced sync of a resource in sync reads and echoes the request, and writes
+    // nothing to the cloud.
+    let before = s.stats().await;
+    let at = "forced-1";
+    s.annotate(SHADOW, ns, "lamp", RECONCILE_REQUESTED, Some(at))
+        .await;
+    let obj = s
+        .wait_status(SHADOW, ns, "lamp", "the forced sync handled", |o| {
+            o["status"]["lastHandledReconcileAt"] == at
+        })
+        .await;
+    assert!(condition_is(&obj, "Ready", "True"), "{}", obj["status"]);
+    let after = s.stats().await;
+    assert_eq!(
+        after.since(&before, Operation::UpdateThingShadow),
+        0,
+        "{:?}",
+        after.0
+    );
+    assert_eq!(
+        after.since(&before, Operation::GetThingShadow),
+        1,
+        "{:?}",
+        after.0
+    );
 }
 
 // ---------------------------------------------------------------------------------
@@ -1641,6 +1667,24 @@ async fn data_plane_outage_and_throttling_are_survived() {
         after.0.injected.throttled - before.0.injected.throttled,
         after.0.injected.errors - before.0.injected.errors
     ));
+
+    // A deletion during an outage keeps the finalizer until the cleanup succeeded.
+    s.set_faults(json!({"outage": true})).await;
+    s.delete(SHADOW, ns, "lamp").await;
+    s.wait_event(ns, "lamp", "Warning", "CleanupFailed").await;
+    let obj = s
+        .get(SHADOW, ns, "lamp")
+        .await
+        .expect("kept while the cleanup fails");
+    assert!(obj["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(finalizers(&obj), vec![FINALIZER.to_string()]);
+    s.set_faults(json!({})).await;
+    s.wait_gone(SHADOW, ns, "lamp").await;
+    let cloud = s
+        .shadow(thing, None)
+        .await
+        .expect("ClearDesired keeps the shadow");
+    assert!(desired_of(&cloud).is_null(), "{:?}", cloud.state);
 }
 
 // ---------------------------------------------------------------------------------
@@ -1839,4 +1883,275 @@ async fn standby_dp_stats(url: &str) -> Stats {
         .unwrap_or_else(|e| panic!("stats: {e}"));
     assert_eq!(code, 200, "{body}");
     Stats(serde_json::from_str(&body).expect("stats json"))
+}
+
+// ---------------------------------------------------------------------------------
+// many resources at once
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_resources_cost_two_calls_and_one_status_write_each() {
+    let s = Stack::start("many").await;
+    let ns = "e2e-many";
+    s.create_namespace(ns).await;
+    const SHADOWS: usize = 30;
+    const MESSAGES: usize = 10;
+    let shadows = (0..SHADOWS).map(|i| {
+        let s = &s;
+        async move {
+            s.create(
+                SHADOW,
+                ns,
+                &format!("lamp-{i}"),
+                json!({"thingName": format!("e2e-many-lamp-{i}"), "desired": {"power": "on", "n": i}}),
+            )
+            .await
+        }
+    });
+    futures::future::join_all(shadows).await;
+    let messages = (0..MESSAGES).map(|i| {
+        let s = &s;
+        async move {
+            s.create(
+                RETAINED,
+                ns,
+                &format!("config-{i}"),
+                json!({"topic": format!("e2e/many/{i}"), "payload": {"json": {"n": i}}}),
+            )
+            .await
+        }
+    });
+    futures::future::join_all(messages).await;
+    for i in 0..SHADOWS {
+        s.wait_ready(SHADOW, ns, &format!("lamp-{i}")).await;
+    }
+    for i in 0..MESSAGES {
+        s.wait_ready(RETAINED, ns, &format!("config-{i}")).await;
+    }
+    let stats = s.stats().await;
+    let status_writes = s.status_writes().await;
+    say(&format!(
+        "many: {} shadows and {} retained messages: {} data-plane calls, {} status writes",
+        SHADOWS,
+        MESSAGES,
+        stats.total(),
+        status_writes
+    ));
+    assert_eq!(
+        stats.calls(Operation::GetThingShadow),
+        SHADOWS as u64,
+        "{:?}",
+        stats.0
+    );
+    assert_eq!(
+        stats.calls(Operation::UpdateThingShadow),
+        SHADOWS as u64,
+        "{:?}",
+        stats.0
+    );
+    assert_eq!(
+        stats.calls(Operation::GetRetainedMessage),
+        MESSAGES as u64,
+        "{:?}",
+        stats.0
+    );
+    assert_eq!(
+        stats.calls(Operation::Publish),
+        MESSAGES as u64,
+        "{:?}",
+        stats.0
+    );
+    assert_eq!(
+        status_writes,
+        (SHADOWS + MESSAGES) as u64,
+        "one status write each"
+    );
+    for i in 0..SHADOWS {
+        let cloud = s
+            .shadow(&format!("e2e-many-lamp-{i}"), None)
+            .await
+            .expect("shadow");
+        assert_eq!(desired_of(&cloud), json!({"power": "on", "n": i}));
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// interrupted watches
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_watches_and_apiserver_restart_cause_no_extra_work() {
+    let s = Stack::start("watches").await;
+    let ns = "e2e-watches";
+    s.create_namespace(ns).await;
+    let thing = "e2e-watches-lamp";
+    s.create(
+        SHADOW,
+        ns,
+        "lamp",
+        json!({"thingName": thing, "desired": {"level": 1}}),
+    )
+    .await;
+    s.create(
+        RETAINED,
+        ns,
+        "config",
+        json!({"topic": "e2e/watches/config", "payload": {"text": "one"}}),
+    )
+    .await;
+    s.wait_ready(SHADOW, ns, "lamp").await;
+    s.wait_ready(RETAINED, ns, "config").await;
+
+    for (round, disruption) in [
+        "/_test/watches/cut",
+        "/_test/history/forget",
+        "/_test/restart?downMillis=500",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let before = s.stats().await;
+        let status_before = s.status_writes().await;
+        if disruption.starts_with("/_test/history") {
+            // Watches resume from a resourceVersion the apiserver no longer has: 410,
+            // then the operator lists again.
+            let (code, body) = http("POST", &format!("{}{disruption}", s.api_url), b"")
+                .await
+                .expect("forget history");
+            assert_eq!(code, 200, "{body}");
+            let (code, body) = http("POST", &format!("{}/_test/watches/cut", s.api_url), b"")
+                .await
+                .expect("cut watches");
+            assert_eq!(code, 200, "{body}");
+        } else {
+            let (code, body) = http("POST", &format!("{}{disruption}", s.api_url), b"")
+                .await
+                .expect("disruption");
+            assert!((200..300).contains(&code), "{code} {body}");
+        }
+        // The apiserver may be down for a moment: retry the patch until it answers.
+        let level = round as i64 + 2;
+        eventually("the spec patch to be accepted", DEADLINE, async || {
+            let patch = json!({"spec": {"desired": {"level": level}}});
+            s.try_merge_patch(SHADOW, ns, "lamp", patch).await.map(drop)
+        })
+        .await;
+        let obj = s.wait_ready(SHADOW, ns, "lamp").await;
+        assert_eq!(obj["spec"]["desired"]["level"], json!(level));
+        let after = s.stats().await;
+        assert_eq!(
+            (
+                after.since(&before, Operation::GetThingShadow),
+                after.since(&before, Operation::UpdateThingShadow)
+            ),
+            (1, 1),
+            "after {disruption}: one read and one write for one change, nothing for the rest: {:?}",
+            after.0
+        );
+        assert_eq!(
+            after.total() - before.total(),
+            2,
+            "{disruption}: {:?}",
+            after.0
+        );
+        assert_eq!(s.status_writes().await - status_before, 1, "{disruption}");
+        let cloud = s.shadow(thing, None).await.expect("shadow");
+        assert_eq!(desired_of(&cloud), json!({"level": level}));
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// retained messages: expiry and Preserve
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_message_expiry_and_preserve() {
+    let s = Stack::start("retained-expiry").await;
+    let ns = "e2e-retained-expiry";
+    s.create_namespace(ns).await;
+
+    // Expires after 2 s by its own messageExpiry: not published again.
+    s.create(
+        RETAINED,
+        ns,
+        "flash",
+        json!({"topic": "e2e/expiry/flash", "payload": {"text": "now"}, "messageExpiry": 2,
+               "refreshInterval": "1s"}),
+    )
+    .await;
+    s.wait_ready(RETAINED, ns, "flash").await;
+    let obj = s
+        .wait_status(RETAINED, ns, "flash", "Ready reason Expired", |o| {
+            condition_reason(o, "Ready").as_deref() == Some("Expired")
+        })
+        .await;
+    assert!(condition_is(&obj, "Ready", "True"), "{}", obj["status"]);
+    // A few more refreshes: still no second publish.
+    let expired_at = s.stats().await;
+    eventually("two more refreshes", DEADLINE, async || {
+        let reads = s
+            .stats()
+            .await
+            .since(&expired_at, Operation::GetRetainedMessage);
+        if reads >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{reads} reads"))
+        }
+    })
+    .await;
+    let stats = s.stats().await;
+    assert_eq!(stats.calls(Operation::Publish), 1, "{:?}", stats.0);
+
+    // Preserve: someone else's message stays until a forced sync.
+    let topic = "e2e/expiry/preserved";
+    s.create(
+        RETAINED,
+        ns,
+        "preserved",
+        json!({"topic": topic, "payload": {"text": "ours"}, "conflictPolicy": "Preserve",
+               "refreshInterval": "1s"}),
+    )
+    .await;
+    s.wait_ready(RETAINED, ns, "preserved").await;
+    let before = s.stats().await;
+    s.plane
+        .publish(&PublishRequest {
+            topic: topic.into(),
+            payload: "theirs".into(),
+            qos: 0,
+            retain: true,
+            ..Default::default()
+        })
+        .await
+        .expect("publish");
+    let obj = s
+        .wait_status(RETAINED, ns, "preserved", "Stalled reason Conflict", |o| {
+            condition_is(o, "Stalled", "True")
+        })
+        .await;
+    assert_eq!(
+        condition_reason(&obj, "Stalled").as_deref(),
+        Some("Conflict")
+    );
+    assert!(condition_is(&obj, "Ready", "False"));
+    assert_eq!(obj["status"]["conflicts"]["count"], json!(1));
+    let message = s.retained(topic).await.expect("retained");
+    assert_eq!(&message.payload[..], b"theirs");
+    assert_eq!(
+        s.stats().await.since(&before, Operation::Publish),
+        1,
+        "only theirs"
+    );
+
+    s.annotate(RETAINED, ns, "preserved", RECONCILE_REQUESTED, Some("now"))
+        .await;
+    s.wait_status(
+        RETAINED,
+        ns,
+        "preserved",
+        "Ready after the forced sync",
+        |o| condition_is(o, "Ready", "True") && o["status"]["lastHandledReconcileAt"] == "now",
+    )
+    .await;
+    let message = s.retained(topic).await.expect("retained");
+    assert_eq!(&message.payload[..], b"ours");
+    assert_eq!(s.stats().await.since(&before, Operation::Publish), 2);
 }

@@ -502,6 +502,20 @@ impl Stack {
         serde_json::to_value(created).expect("json")
     }
 
+    /// A get that reports errors instead of failing (polls retry through them).
+    pub async fn try_get(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, String> {
+        self.api(kind, namespace)
+            .get_opt(name)
+            .await
+            .map(|o| o.map(|o| serde_json::to_value(o).expect("json")))
+            .map_err(|e| format!("get {} {namespace}/{name}: {e}", kind.name()))
+    }
+
     pub async fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
         self.api(kind, namespace)
             .get_opt(name)
@@ -524,6 +538,21 @@ impl Stack {
             .await
             .unwrap_or_else(|e| panic!("patch {} {namespace}/{name}: {e}", kind.name()));
         serde_json::to_value(patched).expect("json")
+    }
+
+    /// A JSON merge patch that may fail (e.g. while the apiserver restarts).
+    pub async fn try_merge_patch(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        patch: Value,
+    ) -> Result<Value, String> {
+        self.api(kind, namespace)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|o| serde_json::to_value(o).expect("json"))
+            .map_err(|e| e.to_string())
     }
 
     pub async fn annotate(
@@ -555,7 +584,7 @@ impl Stack {
         eventually(
             &format!("{} {namespace}/{name} to disappear", kind.name()),
             DEADLINE,
-            async || match self.get(kind, namespace, name).await {
+            async || match self.try_get(kind, namespace, name).await? {
                 None => Ok(()),
                 Some(obj) => Err(format!("still there: {}", obj["metadata"])),
             },
@@ -586,7 +615,7 @@ impl Stack {
     ) -> Value {
         let description = format!("{} {namespace}/{name}: {what}", kind.name());
         eventually(&description, DEADLINE, async || {
-            match self.get(kind, namespace, name).await {
+            match self.try_get(kind, namespace, name).await? {
                 Some(obj) if check(&obj) => Ok(obj),
                 Some(obj) => Err(format!(
                     "generation {}, status {}",
