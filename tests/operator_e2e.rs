@@ -1856,6 +1856,7 @@ async fn leader_election_lets_one_replica_write() {
         .terminate(Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(status.success(), "{status}");
+    let stopped = Instant::now();
     s.merge_patch(
         SHADOW,
         ns,
@@ -1863,7 +1864,17 @@ async fn leader_election_lets_one_replica_write() {
         json!({"spec": {"desired": {"power": "off"}}}),
     )
     .await;
+    // The leader released the lease on its way out: the standby, which reads the
+    // Lease every 2 s, takes over without waiting for the lease to expire (30 s).
     s.wait_ready(SHADOW, ns, "lamp").await;
+    let took = stopped.elapsed();
+    say(&format!(
+        "leader election: the standby took over in {took:?}"
+    ));
+    assert!(
+        took < Duration::from_secs(15),
+        "the standby took {took:?} to take over a released lease"
+    );
     let standby_stats = standby_dp_stats(&standby_url).await;
     assert!(
         standby_stats.calls(Operation::UpdateThingShadow) >= 1,
