@@ -1174,8 +1174,12 @@ async fn restart_in_sync_writes_nothing() {
         RETAINED,
         ns,
         "retained",
+        // Attributes that GetRetainedMessage does not return, too: the operator must
+        // not publish again just because it cannot see them.
         json!({"topic": "e2e/restart/lamp", "payload": {"json": {"a": 1}}, "qos": 1,
-               "userProperties": [{"key": "k", "value": "v"}], "refreshInterval": "1s"}),
+               "userProperties": [{"key": "k", "value": "v"}], "refreshInterval": "1s",
+               "messageExpiry": 3600, "responseTopic": "e2e/restart/lamp/reply",
+               "contentType": "application/vnd.e2e+json"}),
     )
     .await;
     for name in ["lamp", "lamp-config"] {
@@ -2165,4 +2169,23 @@ async fn retained_message_expiry_and_preserve() {
     let message = s.retained(topic).await.expect("retained");
     assert_eq!(&message.payload[..], b"ours");
     assert_eq!(s.stats().await.since(&before, Operation::Publish), 2);
+}
+
+/// KNOWN FAILURE (outside `src/operator` and `src/sync`): with the default limits, the
+/// per-thing rate limiter (`--max-thing-rps 20` with a burst of 1, set up in
+/// `src/cli/target.rs`) spaces every call to one thing 50 ms apart, including the
+/// versioned write after its read. A device that reports more often than every 50 ms
+/// then moves the version inside every such gap, and the write never lands. A burst of
+/// 2 per thing (still 20/s on average) lets the write follow its read at once: with
+/// that one change this test converges in about 0.1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known failure: the per-thing limiter's 50 ms gap between read and write starves the writer of a device reporting ~30/s"]
+async fn device_reporting_faster_than_the_thing_rate_does_not_livelock_the_writer() {
+    chatty_device(
+        "device-above-thing-rate",
+        &[],
+        Duration::from_millis(25),
+        20.0,
+    )
+    .await;
 }

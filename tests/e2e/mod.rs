@@ -236,7 +236,34 @@ fn apiserver_binary() -> PathBuf {
         "{} is missing: build it with `cargo build -p test-apiserver` (or `cargo test --workspace`)",
         path.display()
     );
+    // `cargo test --test operator_e2e` builds only this package's binaries.
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let newest_source = newest_mtime(&repo_path("tests/apiserver/src"));
+    if let (Some(built), Some(source)) = (built, newest_source) {
+        if source > built {
+            say(&format!(
+                "note: {} is older than its sources; `cargo build -p test-apiserver` (or \
+                 `cargo test --workspace`) rebuilds it",
+                path.display()
+            ));
+        }
+    }
     path
+}
+
+/// The newest modification time of the files under `dir`.
+fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let time = if path.is_dir() {
+            newest_mtime(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(time);
+    }
+    newest
 }
 
 fn repo_path(relative: &str) -> PathBuf {
