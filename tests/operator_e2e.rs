@@ -284,6 +284,28 @@ async fn removed_key_is_nulled_and_foreign_key_survives() {
         obj["status"]["shadow"]["desired"],
         json!({"b": {"d": 3}, "other": "theirs"})
     );
+
+    // No desired state at all: every owned key goes, the foreign one stays.
+    s.merge_patch(SHADOW, ns, "lamp", json!({"spec": {"desired": null}}))
+        .await;
+    let obj = s.wait_ready(SHADOW, ns, "lamp").await;
+    assert!(obj["spec"]["desired"].is_null(), "{}", obj["spec"]);
+    let cloud = s.shadow(thing, None).await.expect("shadow");
+    assert_eq!(desired_of(&cloud), json!({"other": "theirs"}));
+    assert_eq!(obj["status"]["managedPaths"], json!([]));
+
+    // A resource that declares no desired state makes no write at all.
+    let before = s.stats().await;
+    s.create(SHADOW, ns, "bare", json!({"thingName": "e2e-removed-bare"}))
+        .await;
+    s.wait_ready(SHADOW, ns, "bare").await;
+    let after = s.stats().await;
+    assert_eq!(
+        after.since(&before, Operation::UpdateThingShadow),
+        0,
+        "{:?}",
+        after.0
+    );
 }
 
 // ---------------------------------------------------------------------------------
@@ -735,6 +757,59 @@ async fn deletion_policies() {
         "{:?}",
         stats.0
     );
+
+    // Deleting a namespace deletes its resources, each with its cleanup.
+    let doomed = "e2e-delete-ns";
+    s.create_namespace(doomed).await;
+    s.create(
+        SHADOW,
+        doomed,
+        "lamp",
+        json!({"thingName": "e2e-delete-ns-lamp", "desired": {"power": "on"}}),
+    )
+    .await;
+    s.wait_ready(SHADOW, doomed, "lamp").await;
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(s.client.clone());
+    namespaces
+        .delete(doomed, &Default::default())
+        .await
+        .expect("delete the namespace");
+    s.wait_gone(SHADOW, doomed, "lamp").await;
+    eventually("the namespace to go", DEADLINE, async || {
+        match namespaces.get_opt(doomed).await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{:?}", other.map(|n| n.map(|n| n.status)))),
+        }
+    })
+    .await;
+    let cloud = s.shadow("e2e-delete-ns-lamp", None).await.expect("shadow");
+    assert!(desired_of(&cloud).is_null(), "{:?}", cloud.state);
+
+    // A paused resource is cleaned up once unpaused.
+    s.create(
+        SHADOW,
+        ns,
+        "paused",
+        json!({"thingName": "e2e-delete-paused", "desired": {"power": "on"}}),
+    )
+    .await;
+    s.wait_ready(SHADOW, ns, "paused").await;
+    s.annotate(SHADOW, ns, "paused", PAUSED, Some("true")).await;
+    s.wait_status(SHADOW, ns, "paused", "Ready=False reason Paused", |o| {
+        condition_reason(o, "Ready").as_deref() == Some("Paused")
+    })
+    .await;
+    s.delete(SHADOW, ns, "paused").await;
+    let obj = s
+        .get(SHADOW, ns, "paused")
+        .await
+        .expect("kept by its finalizer");
+    assert!(obj["metadata"]["deletionTimestamp"].is_string());
+    s.annotate(SHADOW, ns, "paused", PAUSED, None).await;
+    s.wait_gone(SHADOW, ns, "paused").await;
+    let cloud = s.shadow("e2e-delete-paused", None).await.expect("shadow");
+    assert!(desired_of(&cloud).is_null(), "{:?}", cloud.state);
 }
 
 // ---------------------------------------------------------------------------------
@@ -834,6 +909,40 @@ async fn observe_never_writes_and_mirrors_the_cloud() {
     assert_eq!(cloud.version, reported.version, "deletion touched nothing");
     let message = s.retained(topic).await.expect("still retained");
     assert_eq!(&message.payload[..], b"theirs");
+
+    // A managed resource switched to Observe loses its finalizer, and its deletion
+    // leaves the shadow alone.
+    let switched = "e2e-observe-switch";
+    s.create(
+        SHADOW,
+        ns,
+        "switch",
+        json!({"thingName": switched, "desired": {"power": "on"}}),
+    )
+    .await;
+    let obj = s.wait_ready(SHADOW, ns, "switch").await;
+    assert_eq!(finalizers(&obj), vec![FINALIZER.to_string()]);
+    s.merge_patch(
+        SHADOW,
+        ns,
+        "switch",
+        json!({"spec": {"managementPolicy": "Observe"}}),
+    )
+    .await;
+    let obj = s
+        .wait_status(SHADOW, ns, "switch", "observed without a finalizer", |o| {
+            is_current(o)
+                && condition_reason(o, "Ready").as_deref() == Some("Observed")
+                && finalizers(o).is_empty()
+        })
+        .await;
+    assert!(condition_is(&obj, "Ready", "True"));
+    let version = s.shadow(switched, None).await.expect("shadow").version;
+    s.delete(SHADOW, ns, "switch").await;
+    s.wait_gone(SHADOW, ns, "switch").await;
+    let cloud = s.shadow(switched, None).await.expect("shadow");
+    assert_eq!(cloud.version, version, "an Observe deletion writes nothing");
+    assert_eq!(desired_of(&cloud), json!({"power": "on"}));
 }
 
 // ---------------------------------------------------------------------------------
@@ -991,34 +1100,53 @@ async fn invalid_spec_stalls_without_any_call() {
     let s = Stack::start("invalid").await;
     let ns = "e2e-invalid";
     s.create_namespace(ns).await;
+    let thing = |name: &str| format!("e2e-invalid-{name}");
+    // The CRD schema admits all of these: only the operator's validation refuses them.
     let cases = [
         (
+            SHADOW,
             "deep",
-            json!({"a": {"b": {"c": {"d": {"e": {"f": {"g": 1}}}}}}}),
+            json!({"thingName": thing("deep"),
+                   "desired": {"a": {"b": {"c": {"d": {"e": {"f": {"g": 1}}}}}}}}),
             "spec.desired.a.b.c.d.e.f.g",
         ),
         (
+            SHADOW,
             "nulls",
-            json!({"list": [1, null, 3]}),
+            json!({"thingName": thing("nulls"), "desired": {"list": [1, null, 3]}}),
             "spec.desired.list[1]",
         ),
-        ("huge", json!({"blob": "x".repeat(9000)}), "spec.desired"),
+        (
+            SHADOW,
+            "huge",
+            json!({"thingName": thing("huge"), "desired": {"blob": "x".repeat(9000)}}),
+            "spec.desired",
+        ),
+        (
+            SHADOW,
+            "often",
+            json!({"thingName": thing("often"), "desired": {"a": 1}, "refreshInterval": "500ms"}),
+            "spec.refreshInterval",
+        ),
+        (
+            RETAINED,
+            "big-payload",
+            json!({"topic": "e2e/invalid/big", "payload": {"text": "x".repeat(140_000)}}),
+            "spec.payload.text",
+        ),
     ];
-    for (name, desired, _) in &cases {
-        // The CRD schema admits these: only the operator's validation refuses them.
-        let created = s
-            .create(
-                SHADOW,
-                ns,
-                name,
-                json!({"thingName": format!("e2e-invalid-{name}"), "desired": desired}),
-            )
-            .await;
-        assert_eq!(&created["spec"]["desired"], desired, "stored as given");
+    for (kind, name, spec, _) in &cases {
+        let created = s.create(*kind, ns, name, spec.clone()).await;
+        for (key, value) in spec.as_object().expect("a spec object") {
+            assert_eq!(
+                &created["spec"][key], value,
+                "{name}: spec.{key} stored as given"
+            );
+        }
     }
-    for (name, _, field) in &cases {
+    for (kind, name, _, field) in &cases {
         let obj = s
-            .wait_status(SHADOW, ns, name, "Stalled=True reason InvalidSpec", |o| {
+            .wait_status(*kind, ns, name, "Stalled=True reason InvalidSpec", |o| {
                 condition_is(o, "Stalled", "True") && is_current(o)
             })
             .await;
@@ -1038,6 +1166,18 @@ async fn invalid_spec_stalls_without_any_call() {
         let event = s.wait_event(ns, name, "Warning", "InvalidSpec").await;
         assert!(event.message.unwrap_or_default().contains(field));
     }
+    // What the schema itself refuses never becomes a resource.
+    let refused = s
+        .try_create(
+            SHADOW,
+            ns,
+            "array",
+            json!({"thingName": thing("array"), "desired": [1]}),
+        )
+        .await
+        .expect_err("desired must be an object");
+    assert!(refused.contains("spec.desired"), "{refused}");
+
     let stats = s.stats().await;
     assert_eq!(stats.total(), 0, "no data-plane call: {:?}", stats.0);
 }

@@ -499,6 +499,28 @@ impl Stack {
             .await
     }
 
+    /// A create that reports a refusal instead of failing.
+    pub async fn try_create(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        spec: Value,
+    ) -> Result<Value, String> {
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": GROUP_VERSION,
+            "kind": kind.name(),
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }))
+        .expect("a resource");
+        self.api(kind, namespace)
+            .create(&PostParams::default(), &object)
+            .await
+            .map(|o| serde_json::to_value(o).expect("json"))
+            .map_err(|e| e.to_string())
+    }
+
     pub async fn create_with(
         &self,
         kind: Kind,
