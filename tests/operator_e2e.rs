@@ -6,6 +6,13 @@
 //! counters of the data plane and the write counters of the apiserver belong to that
 //! test alone and tests can run in parallel. Names of namespaces, things and topics are
 //! unique per test all the same.
+//!
+//! Run with `cargo test --workspace` (which also builds `test-apiserver`), or
+//! `cargo build -p test-apiserver && cargo test --test operator_e2e`. The kubectl test
+//! uses `$SHADOWSYNC_KUBECTL` or `kubectl` on PATH and prints a SKIP line without one,
+//! unless `SHADOWSYNC_REQUIRE_KUBECTL=1`. Each test keeps the logs of its processes in
+//! `target/tmp/e2e/<test>/`; a failing test prints their last lines. Set
+//! `SHADOWSYNC_E2E_OPERATOR_LOG` to a `RUST_LOG` filter for more operator logging.
 
 #[path = "e2e/mod.rs"]
 mod e2e;
@@ -106,6 +113,9 @@ async fn create_becomes_ready_with_status() {
     );
     assert_eq!(stats.total(), 2, "{:?}", stats.0);
     assert_eq!(status_writes, 1, "status writes for one create");
+    // And on the resource itself, one more patch: the finalizer.
+    let patches = s.api_count("verb=patch&group=iot.shadowsync.dev").await;
+    assert_eq!(patches, 2, "the finalizer and the status");
     say(&format!(
         "create: {} data-plane calls, {status_writes} status write(s)",
         stats.total()
@@ -237,6 +247,39 @@ async fn spec_change_makes_exactly_one_write() {
         "{:?}",
         after.0
     );
+
+    // Quick successive edits (a key added, removed, another added) end in the last
+    // spec, with at most one write per edit.
+    let before = s.stats().await;
+    let edits = [
+        json!({"extra": 1}),
+        json!({"extra": null, "mode": "a"}),
+        json!({"mode": "b"}),
+        json!({"mode": null, "last": true}),
+    ];
+    for edit in &edits {
+        s.merge_patch(SHADOW, ns, "lamp", json!({"spec": {"desired": edit}}))
+            .await;
+    }
+    let obj = s.wait_ready(SHADOW, ns, "lamp").await;
+    assert_eq!(obj["metadata"]["generation"], json!(7));
+    let cloud = s.shadow(thing, None).await.expect("shadow");
+    assert_eq!(
+        desired_of(&cloud),
+        json!({"power": "on", "level": 7, "last": true})
+    );
+    assert_eq!(
+        obj["status"]["managedPaths"],
+        json!(["/last", "/level", "/power"])
+    );
+    let after = s.stats().await;
+    let writes = after.since(&before, Operation::UpdateThingShadow);
+    assert!(
+        (1..=edits.len() as u64).contains(&writes),
+        "{writes} writes for {} edits",
+        edits.len()
+    );
+    say(&format!("{} quick edits: {writes} write(s)", edits.len()));
 }
 
 // ---------------------------------------------------------------------------------
