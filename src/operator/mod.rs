@@ -396,6 +396,8 @@ async fn shutdown_signal() {
 mod leader {
     //! Leader election on a `coordination.k8s.io/v1` Lease (kube-lease-manager).
 
+    use std::time::Duration;
+
     use kube::Client;
     use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
     use tokio::sync::watch;
@@ -421,6 +423,9 @@ mod leader {
         }
     }
 
+    /// How often a standby reads the Lease again, as client-go's retry period.
+    const STANDBY_RECHECK: Duration = Duration::from_secs(2);
+
     /// Waits until this replica holds the lease (`Ok(None)` if stopped first).
     pub async fn acquire(
         client: Client,
@@ -431,33 +436,49 @@ mod leader {
         let identity = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| format!("shadowsync-{}", std::process::id()));
-        let manager = LeaseManagerBuilder::new(client, lease)
-            .with_namespace(namespace)
-            .with_identity(identity.clone())
-            .with_field_manager(super::FIELD_MANAGER)
-            .build()
-            .await?;
-        let (mut channel, task) = manager.watch().await;
         info!(%namespace, %lease, %identity, "waiting for leadership");
-        loop {
-            if *channel.borrow_and_update() {
-                break;
-            }
-            tokio::select! {
-                changed = channel.changed() => {
-                    if changed.is_err() {
+        let (channel, task) = loop {
+            // A fresh manager reads the Lease anew. One that keeps running sleeps until
+            // the holder's lease would expire, so it would miss a lease that its holder
+            // released on shutdown and take over only a lease duration later.
+            let manager = LeaseManagerBuilder::new(client.clone(), lease)
+                .with_namespace(namespace)
+                .with_identity(identity.clone())
+                .with_field_manager(super::FIELD_MANAGER)
+                .build()
+                .await?;
+            let (mut channel, task) = manager.watch().await;
+            let recheck = tokio::time::sleep(STANDBY_RECHECK);
+            tokio::pin!(recheck);
+            let leading = loop {
+                if *channel.borrow_and_update() {
+                    break true;
+                }
+                tokio::select! {
+                    changed = channel.changed() => {
+                        if changed.is_err() {
+                            // The manager gave up (an API error): look again.
+                            (&mut recheck).await;
+                            break false;
+                        }
+                    }
+                    _ = &mut recheck => break false,
+                    _ = stop.wait_for(|stopped| *stopped) => {
+                        drop(channel);
+                        if let Ok(Ok(manager)) = task.await {
+                            let _ = manager.release().await;
+                        }
                         return Ok(None);
                     }
                 }
-                _ = stop.wait_for(|stopped| *stopped) => {
-                    drop(channel);
-                    if let Ok(Ok(manager)) = task.await {
-                        let _ = manager.release().await;
-                    }
-                    return Ok(None);
-                }
+            };
+            if leading {
+                break (channel, task);
             }
-        }
+            // Not leading: end this manager (it releases nothing it does not hold).
+            drop(channel);
+            let _ = task.await;
+        };
         info!(%namespace, %lease, %identity, "leading");
         let (lost_tx, lost) = watch::channel(false);
         let mut follow = channel.clone();

@@ -243,6 +243,13 @@ impl Syncer {
                 }
                 Err(err) if err.kind == ErrorKind::Conflict => {
                     attempt += 1;
+                    // Back off before the re-read, never between the re-read and the
+                    // write: the write carries the version of that read, and a device
+                    // that reports every few milliseconds makes any version stale
+                    // within one pause.
+                    if attempt < self.conflict_attempts {
+                        self.conflict_pause(attempt).await;
+                    }
                     let after = match self.read_shadow(spec).await {
                         Ok(doc) => doc,
                         Err(err) => {
@@ -303,7 +310,6 @@ impl Syncer {
                             converged: None,
                         };
                     }
-                    self.conflict_pause(attempt).await;
                     before = after;
                 }
                 Err(err) => {

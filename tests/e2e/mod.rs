@@ -1,0 +1,1061 @@
+//! Harness for the end-to-end tests: the test apiserver, `shadowsync dataplane serve` and
+//! `shadowsync run` as real processes, one set per test, and helpers to drive them.
+//!
+//! Every number a test asserts comes from the servers' own counters: data-plane calls
+//! from the data plane's `/_shadowsync/stats`, Kubernetes writes from the apiserver's
+//! `/_test/counters`. Nothing is taken from the operator's word, except its `/metrics`
+//! and `/readyz`, which are what the test checks there.
+//!
+//! Processes are owned by [`Proc`], which kills and reaps its process on drop, so that a
+//! failing (panicking) test leaves nothing behind. Each stream of a process is copied to
+//! a log file under `$CARGO_TARGET_TMPDIR/e2e/<test>/`; a failing test prints the tail
+//! of each log.
+
+#![allow(dead_code)] // Not every test uses every helper.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Event, Namespace};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::ApiResource;
+use kube::Client;
+use serde_json::{json, Value};
+use shadowsync::api::{RetainedMessage, ThingShadow};
+use shadowsync::dataplane::aws::{AwsDataPlane, AwsOptions};
+use shadowsync::dataplane::server::{Operation, StatsSnapshot};
+use shadowsync::dataplane::{DataPlane, DataPlaneError, ErrorKind, ShadowDocument};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long a process may take to print its address.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+/// The default deadline of a wait for the operator to do something.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+/// Set it to a `RUST_LOG` filter for the operator processes (default
+/// `warn,shadowsync=debug`), e.g. to see every AWS SDK request.
+pub const OPERATOR_LOG_ENV: &str = "SHADOWSYNC_E2E_OPERATOR_LOG";
+/// Pause between two looks at a polled condition.
+const POLL: Duration = Duration::from_millis(100);
+
+pub const GROUP_VERSION: &str = "iot.shadowsync.dev/v1alpha1";
+pub const PAUSED: &str = "iot.shadowsync.dev/paused";
+pub const RECONCILE_REQUESTED: &str = "iot.shadowsync.dev/reconcile-requested-at";
+pub const FINALIZER: &str = "iot.shadowsync.dev/cleanup";
+
+// ---------------------------------------------------------------------------------
+// processes
+
+/// A child process that is killed and reaped when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+    /// Output lines until the start-up line was found (then dropped: the log has them).
+    lines: Option<mpsc::Receiver<String>>,
+}
+
+impl Proc {
+    /// Starts `program` with both output streams copied, line by line, to `log` and to
+    /// [`Proc::wait_line`].
+    fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        envs: &[(&str, String)],
+        log: PathBuf,
+    ) -> Proc {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // Settings of the developer's shell must not change what the operator does.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("SHADOWSYNC_") || key.starts_with("AWS_") || key == "RUST_LOG" {
+                command.env_remove(&key);
+            }
+        }
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let file = std::fs::File::create(&log)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        copy_lines(
+            stdout,
+            file.try_clone().expect("log file handle"),
+            tx.clone(),
+        );
+        copy_lines(stderr, file, tx);
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+            lines: Some(lines),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or_default()
+    }
+
+    /// Waits for the first output line `pick` accepts, and returns what it picked.
+    fn wait_line<T>(&mut self, what: &str, mut pick: impl FnMut(&str) -> Option<T>) -> T {
+        let deadline = Instant::now() + START_DEADLINE;
+        let lines = self
+            .lines
+            .as_ref()
+            .expect("output lines are still listened to");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(found) = pick(&line) {
+                        return found;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "{} printed no {what} within {START_DEADLINE:?}; {}",
+                        self.name,
+                        self.tail()
+                    )
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.as_mut().and_then(|c| c.wait().ok());
+                    panic!(
+                        "{} exited ({status:?}) before printing {what}; {}",
+                        self.name,
+                        self.tail()
+                    )
+                }
+            }
+        }
+    }
+
+    /// Stops queueing output lines (they still go to the log).
+    fn stop_listening(&mut self) {
+        self.lines = None;
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the process to exit.
+    pub fn terminate(&mut self, within: Duration) -> Result<(ExitStatus, Duration), String> {
+        let started = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .map_err(|e| format!("cannot run kill: {e}"))?;
+        if !status.success() {
+            return Err(format!("kill -TERM {} failed: {status}", self.pid()));
+        }
+        let child = self.child.as_mut().ok_or("already reaped")?;
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                self.child = None;
+                return Ok((status, started.elapsed()));
+            }
+            if started.elapsed() > within {
+                return Err(format!(
+                    "{} still runs {within:?} after SIGTERM; {}",
+                    self.name,
+                    self.tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The last lines of the log.
+    pub fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        format!("{} (last lines):\n{tail}", self.log.display())
+    }
+
+    /// The whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            let _ = writeln!(std::io::stderr(), "--- {}: {}", self.name, self.tail());
+        }
+    }
+}
+
+/// Copies a stream to the log file and to the channel (while anyone listens).
+fn copy_lines(
+    stream: impl std::io::Read + Send + 'static,
+    mut file: std::fs::File,
+    tx: mpsc::Sender<String>,
+) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let _ = file.write_all(line.as_bytes());
+                    let _ = tx.send(line.trim_end().to_string());
+                }
+            }
+        }
+    });
+}
+
+fn shadowsync_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_shadowsync"))
+}
+
+/// `test-apiserver` is a workspace member: cargo builds it into the same directory.
+fn apiserver_binary() -> PathBuf {
+    let path = shadowsync_binary().with_file_name("test-apiserver");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build -p test-apiserver` (or `cargo test --workspace`)",
+        path.display()
+    );
+    // `cargo test --test operator_e2e` builds only this package's binaries.
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let newest_source = newest_mtime(&repo_path("tests/apiserver/src"));
+    if let (Some(built), Some(source)) = (built, newest_source) {
+        if source > built {
+            say(&format!(
+                "note: {} is older than its sources; `cargo build -p test-apiserver` (or \
+                 `cargo test --workspace`) rebuilds it",
+                path.display()
+            ));
+        }
+    }
+    path
+}
+
+/// The newest modification time of the files under `dir`.
+fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let time = if path.is_dir() {
+            newest_mtime(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(time);
+    }
+    newest
+}
+
+fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+// ---------------------------------------------------------------------------------
+// the stack
+
+/// The running operator.
+pub struct Operator {
+    pub proc: Proc,
+    /// `http://127.0.0.1:PORT` of `/metrics`, `/healthz` and `/readyz`.
+    pub metrics_url: String,
+}
+
+/// One test's processes and clients. Fields drop in order: the operator goes first.
+pub struct Stack {
+    pub operator: Option<Operator>,
+    pub dataplane: Proc,
+    pub apiserver: Proc,
+    /// `http://127.0.0.1:PORT` of the data plane.
+    pub dp_url: String,
+    /// `http://127.0.0.1:PORT` of the apiserver.
+    pub api_url: String,
+    pub kubeconfig: PathBuf,
+    pub dir: PathBuf,
+    pub client: Client,
+    /// The data plane through the AWS SDK adapter: what a device or another tool does.
+    pub plane: AwsDataPlane,
+    operator_runs: u32,
+}
+
+impl Stack {
+    /// Starts the apiserver, the data plane and the operator for the test `name`.
+    pub async fn start(name: &str) -> Stack {
+        let mut stack = Stack::without_operator(name).await;
+        stack.start_operator(&[]).await;
+        stack
+    }
+
+    /// Starts the apiserver and the data plane only.
+    pub async fn without_operator(name: &str) -> Stack {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("e2e")
+            .join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test directory");
+        let kubeconfig = dir.join("kubeconfig");
+
+        let mut apiserver = Proc::spawn(
+            "test-apiserver",
+            &apiserver_binary(),
+            &[
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--crds".into(),
+                repo_path("crds").display().to_string(),
+                "--kubeconfig".into(),
+                kubeconfig.display().to_string(),
+                // Namespaces are per test; their content goes soon after they do.
+                "--namespace-cleanup-delay-ms".into(),
+                "100".into(),
+            ],
+            &[],
+            dir.join("apiserver.log"),
+        );
+        let mut dataplane = Proc::spawn(
+            "dataplane",
+            &shadowsync_binary(),
+            &[
+                "dataplane".into(),
+                "serve".into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+            ],
+            &[("RUST_LOG", "warn,shadowsync=info".into())],
+            dir.join("dataplane.log"),
+        );
+        let api_url = apiserver.wait_line("its address", listening_url);
+        // The kubeconfig is written before the address is printed; the second line
+        // confirms it.
+        apiserver.wait_line("the kubeconfig line", |l| {
+            l.starts_with("kubeconfig ").then_some(())
+        });
+        let dp_url = dataplane.wait_line("its address", listening_url);
+        apiserver.stop_listening();
+        dataplane.stop_listening();
+
+        let config = kube::Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(&kubeconfig).expect("the kubeconfig the apiserver wrote"),
+            &KubeConfigOptions::default(),
+        )
+        .await
+        .expect("a client config from the kubeconfig");
+        let client = Client::try_from(config).expect("a Kubernetes client");
+        let plane = AwsDataPlane::connect(AwsOptions {
+            endpoint_url: Some(dp_url.clone()),
+            region: Some("us-east-1".into()),
+        })
+        .await
+        .expect("an AWS SDK client for the local data plane");
+        Stack {
+            operator: None,
+            dataplane,
+            apiserver,
+            dp_url,
+            api_url,
+            kubeconfig,
+            dir,
+            client,
+            plane,
+            operator_runs: 0,
+        }
+    }
+
+    /// Starts `shadowsync run` (with `extra` flags) and waits until `/readyz` says its
+    /// caches are synced.
+    pub async fn start_operator(&mut self, extra: &[&str]) {
+        assert!(self.operator.is_none(), "the operator already runs");
+        let dp_url = self.dp_url.clone();
+        let operator = self.spawn_operator(&dp_url, extra, "operator").await;
+        self.operator = Some(operator);
+    }
+
+    /// Starts one more `shadowsync run` against the data plane at `dp_url` and waits
+    /// until its `/readyz` answers 200. The caller owns it.
+    pub async fn spawn_operator(&mut self, dp_url: &str, extra: &[&str], label: &str) -> Operator {
+        self.operator_runs += 1;
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--endpoint-url".into(),
+            dp_url.to_string(),
+            "--metrics-addr".into(),
+            "127.0.0.1:0".into(),
+            "--log-format".into(),
+            "json".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut proc = Proc::spawn(
+            label,
+            &shadowsync_binary(),
+            &args,
+            &[
+                ("KUBECONFIG", self.kubeconfig.display().to_string()),
+                // Static credentials and region: no probing of instance metadata.
+                ("AWS_REGION", "us-east-1".into()),
+                ("AWS_ACCESS_KEY_ID", "e2e".into()),
+                ("AWS_SECRET_ACCESS_KEY", "e2e".into()),
+                ("AWS_EC2_METADATA_DISABLED", "true".into()),
+                // One identity per process, for leader election.
+                ("POD_NAME", format!("{label}-{}", self.operator_runs)),
+                (
+                    "RUST_LOG",
+                    std::env::var(OPERATOR_LOG_ENV).unwrap_or("warn,shadowsync=debug".into()),
+                ),
+            ],
+            self.dir.join(format!("{label}-{}.log", self.operator_runs)),
+        );
+        let addr = proc.wait_line("the metrics address", |line| {
+            let entry: Value = serde_json::from_str(line).ok()?;
+            let fields = entry.get("fields")?;
+            if fields.get("message")?.as_str()? != "serving /metrics, /healthz and /readyz" {
+                return None;
+            }
+            fields.get("addr")?.as_str().map(str::to_owned)
+        });
+        proc.stop_listening();
+        let metrics_url = format!("http://{addr}");
+        let readyz = format!("{metrics_url}/readyz");
+        eventually(
+            &format!("{label}'s /readyz to answer 200"),
+            DEADLINE,
+            async || match http("GET", &readyz, b"").await {
+                Ok((200, _)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await;
+        Operator { proc, metrics_url }
+    }
+
+    /// Starts one more data plane (`label` names its log). The caller owns it.
+    pub fn spawn_dataplane(&self, label: &str) -> (Proc, String) {
+        let mut proc = Proc::spawn(
+            label,
+            &shadowsync_binary(),
+            &[
+                "dataplane".into(),
+                "serve".into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+            ],
+            &[("RUST_LOG", "warn,shadowsync=info".into())],
+            self.dir.join(format!("{label}.log")),
+        );
+        let url = proc.wait_line("its address", listening_url);
+        proc.stop_listening();
+        (proc, url)
+    }
+
+    /// Sends SIGTERM to the operator and returns its exit status and how long it took.
+    pub fn stop_operator(&mut self) -> (ExitStatus, Duration) {
+        let mut operator = self.operator.take().expect("the operator runs");
+        operator
+            .proc
+            .terminate(Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn operator(&self) -> &Operator {
+        self.operator.as_ref().expect("the operator runs")
+    }
+
+    // ---- Kubernetes
+
+    pub async fn create_namespace(&self, name: &str) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("a Namespace");
+        api.create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+    }
+
+    fn api(&self, kind: Kind, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), namespace, &kind.resource())
+    }
+
+    /// Creates a resource of `kind` with this `spec` (and optional `metadata` extras).
+    pub async fn create(&self, kind: Kind, namespace: &str, name: &str, spec: Value) -> Value {
+        self.create_with(kind, namespace, json!({"name": name}), spec)
+            .await
+    }
+
+    /// A create that reports a refusal instead of failing.
+    pub async fn try_create(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        spec: Value,
+    ) -> Result<Value, String> {
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": GROUP_VERSION,
+            "kind": kind.name(),
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }))
+        .expect("a resource");
+        self.api(kind, namespace)
+            .create(&PostParams::default(), &object)
+            .await
+            .map(|o| serde_json::to_value(o).expect("json"))
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn create_with(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        metadata: Value,
+        spec: Value,
+    ) -> Value {
+        let mut metadata = metadata;
+        metadata["namespace"] = json!(namespace);
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": GROUP_VERSION,
+            "kind": kind.name(),
+            "metadata": metadata,
+            "spec": spec,
+        }))
+        .expect("a resource");
+        let created = self
+            .api(kind, namespace)
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "create {} {namespace}/{}: {e}",
+                    kind.name(),
+                    object.metadata.name.clone().unwrap_or_default()
+                )
+            });
+        serde_json::to_value(created).expect("json")
+    }
+
+    /// A get that reports errors instead of failing (polls retry through them).
+    pub async fn try_get(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, String> {
+        self.api(kind, namespace)
+            .get_opt(name)
+            .await
+            .map(|o| o.map(|o| serde_json::to_value(o).expect("json")))
+            .map_err(|e| format!("get {} {namespace}/{name}: {e}", kind.name()))
+    }
+
+    pub async fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
+        self.api(kind, namespace)
+            .get_opt(name)
+            .await
+            .unwrap_or_else(|e| panic!("get {} {namespace}/{name}: {e}", kind.name()))
+            .map(|o| serde_json::to_value(o).expect("json"))
+    }
+
+    /// A JSON merge patch of the main resource (spec, metadata).
+    pub async fn merge_patch(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        patch: Value,
+    ) -> Value {
+        let patched = self
+            .api(kind, namespace)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap_or_else(|e| panic!("patch {} {namespace}/{name}: {e}", kind.name()));
+        serde_json::to_value(patched).expect("json")
+    }
+
+    /// A JSON merge patch that may fail (e.g. while the apiserver restarts).
+    pub async fn try_merge_patch(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        patch: Value,
+    ) -> Result<Value, String> {
+        self.api(kind, namespace)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|o| serde_json::to_value(o).expect("json"))
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn annotate(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        key: &str,
+        value: Option<&str>,
+    ) {
+        self.merge_patch(
+            kind,
+            namespace,
+            name,
+            json!({"metadata": {"annotations": {key: value}}}),
+        )
+        .await;
+    }
+
+    pub async fn delete(&self, kind: Kind, namespace: &str, name: &str) {
+        self.api(kind, namespace)
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete {} {namespace}/{name}: {e}", kind.name()));
+    }
+
+    /// Waits until the object is gone (its finalizer handled).
+    pub async fn wait_gone(&self, kind: Kind, namespace: &str, name: &str) {
+        eventually(
+            &format!("{} {namespace}/{name} to disappear", kind.name()),
+            DEADLINE,
+            async || match self.try_get(kind, namespace, name).await? {
+                None => Ok(()),
+                Some(obj) => Err(format!("still there: {}", obj["metadata"])),
+            },
+        )
+        .await;
+    }
+
+    /// Waits until the resource is Ready=True for its current generation, and returns it.
+    pub async fn wait_ready(&self, kind: Kind, namespace: &str, name: &str) -> Value {
+        self.wait_status(
+            kind,
+            namespace,
+            name,
+            "Ready=True for the current generation",
+            |obj| condition_is(obj, "Ready", "True") && is_current(obj),
+        )
+        .await
+    }
+
+    /// Waits until `check` accepts the object, and returns it.
+    pub async fn wait_status(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let description = format!("{} {namespace}/{name}: {what}", kind.name());
+        eventually(&description, DEADLINE, async || {
+            match self.try_get(kind, namespace, name).await? {
+                Some(obj) if check(&obj) => Ok(obj),
+                Some(obj) => Err(format!(
+                    "generation {}, status {}",
+                    obj["metadata"]["generation"],
+                    serde_json::to_string_pretty(&obj["status"]).unwrap_or_default()
+                )),
+                None => Err("not found".into()),
+            }
+        })
+        .await
+    }
+
+    /// Events in the namespace about the object `name`.
+    pub async fn events(&self, namespace: &str, name: &str) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        api.list(&ListParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("list events in {namespace}: {e}"))
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .collect()
+    }
+
+    /// Waits for an event of `type_` ("Normal"/"Warning") and `reason` about `name`.
+    pub async fn wait_event(
+        &self,
+        namespace: &str,
+        name: &str,
+        type_: &str,
+        reason: &str,
+    ) -> Event {
+        eventually(
+            &format!("a {type_} event {reason} about {namespace}/{name}"),
+            DEADLINE,
+            async || {
+                let events = self.events(namespace, name).await;
+                events
+                    .iter()
+                    .find(|e| {
+                        e.type_.as_deref() == Some(type_) && e.reason.as_deref() == Some(reason)
+                    })
+                    .cloned()
+                    .ok_or_else(|| {
+                        let seen: Vec<String> = events
+                            .iter()
+                            .map(|e| format!("{:?}/{:?}: {:?}", e.type_, e.reason, e.message))
+                            .collect();
+                        format!("events so far: {seen:?}")
+                    })
+            },
+        )
+        .await
+    }
+
+    // ---- counters
+
+    /// The data plane's call counts.
+    pub async fn stats(&self) -> Stats {
+        let (code, body) = http("GET", &format!("{}/_shadowsync/stats", self.dp_url), b"")
+            .await
+            .unwrap_or_else(|e| panic!("data-plane stats: {e}"));
+        assert_eq!(code, 200, "data-plane stats: {body}");
+        Stats(serde_json::from_str(&body).unwrap_or_else(|e| panic!("stats {body}: {e}")))
+    }
+
+    /// Requests the apiserver counted that match `query` (`verb=patch&subresource=status`).
+    pub async fn api_count(&self, query: &str) -> u64 {
+        let (code, body) = http(
+            "GET",
+            &format!("{}/_test/counters?{query}", self.api_url),
+            b"",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apiserver counters: {e}"));
+        assert_eq!(code, 200, "apiserver counters: {body}");
+        let value: Value = serde_json::from_str(&body).expect("counters json");
+        value["count"].as_u64().expect("a count")
+    }
+
+    /// Status writes by the operator (server-side apply on `/status` by `shadowsync`).
+    pub async fn status_writes(&self) -> u64 {
+        self.api_count("verb=patch&subresource=status&fieldManager=shadowsync")
+            .await
+    }
+
+    /// Every write request to the API, by anyone, of the shadowsync kinds.
+    pub async fn resource_writes(&self) -> u64 {
+        let mut total = 0;
+        for verb in ["create", "update", "patch", "delete"] {
+            total += self
+                .api_count(&format!("verb={verb}&group=iot.shadowsync.dev"))
+                .await;
+        }
+        total
+    }
+
+    // ---- data plane as a device or another tool
+
+    pub async fn shadow(&self, thing: &str, shadow: Option<&str>) -> Option<ShadowDocument> {
+        match self.plane.get_thing_shadow(thing, shadow).await {
+            Ok(doc) => Some(doc),
+            Err(err) if err.kind == ErrorKind::ResourceNotFound => None,
+            Err(err) => panic!("GetThingShadow {thing}: {err}"),
+        }
+    }
+
+    /// UpdateThingShadow with `document` (no version: last writer wins).
+    pub async fn update_shadow(
+        &self,
+        thing: &str,
+        shadow: Option<&str>,
+        document: Value,
+    ) -> ShadowDocument {
+        self.plane
+            .update_thing_shadow(thing, shadow, document.to_string().into())
+            .await
+            .unwrap_or_else(|e| panic!("UpdateThingShadow {thing}: {e}"))
+    }
+
+    pub async fn retained(
+        &self,
+        topic: &str,
+    ) -> Result<shadowsync::dataplane::RetainedMessageData, DataPlaneError> {
+        self.plane.get_retained_message(topic).await
+    }
+
+    /// Replaces the data plane's fault settings (`{}` clears them).
+    pub async fn set_faults(&self, settings: Value) {
+        let (code, body) = http(
+            "PUT",
+            &format!("{}/_shadowsync/faults", self.dp_url),
+            settings.to_string().as_bytes(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("fault settings: {e}"));
+        assert_eq!(code, 200, "fault settings {settings}: {body}");
+    }
+
+    /// Creates or replaces a core object (Secret, ConfigMap) from JSON.
+    pub async fn put_core<K>(&self, namespace: &str, object: Value)
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
+        let typed: K = serde_json::from_value(object.clone()).expect("a core object");
+        let name = object["metadata"]["name"]
+            .as_str()
+            .expect("a name")
+            .to_string();
+        let params = PatchParams::apply("e2e-test").force();
+        api.patch(&name, &params, &Patch::Apply(&typed))
+            .await
+            .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+    }
+
+    /// `GET` on the operator's endpoint server.
+    pub async fn operator_get(&self, path: &str) -> (u16, String) {
+        http(
+            "GET",
+            &format!("{}{path}", self.operator().metrics_url),
+            b"",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} on the operator: {e}"))
+    }
+}
+
+/// `listening on http://ADDR` -> `http://ADDR`.
+fn listening_url(line: &str) -> Option<String> {
+    line.trim().strip_prefix("listening on ").map(str::to_owned)
+}
+
+/// The data plane's call counts.
+#[derive(Clone, Debug)]
+pub struct Stats(pub StatsSnapshot);
+
+impl Stats {
+    /// Calls of `op`, whatever the outcome.
+    pub fn calls(&self, op: Operation) -> u64 {
+        self.0.calls_of(op)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.totals.calls
+    }
+
+    /// Calls of `op` since `before`.
+    pub fn since(&self, before: &Stats, op: Operation) -> u64 {
+        self.calls(op) - before.calls(op)
+    }
+
+    /// Writes of any kind (shadow updates and deletes, publishes).
+    pub fn writes(&self) -> u64 {
+        self.calls(Operation::UpdateThingShadow)
+            + self.calls(Operation::DeleteThingShadow)
+            + self.calls(Operation::Publish)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// resources
+
+/// The two kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Shadow,
+    Retained,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Shadow => "ThingShadow",
+            Kind::Retained => "RetainedMessage",
+        }
+    }
+
+    fn resource(self) -> ApiResource {
+        match self {
+            Kind::Shadow => ApiResource::erase::<ThingShadow>(&()),
+            Kind::Retained => ApiResource::erase::<RetainedMessage>(&()),
+        }
+    }
+}
+
+/// The condition of `type_` in the object's status.
+pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+pub fn condition_is(obj: &Value, type_: &str, status: &str) -> bool {
+    condition(obj, type_).is_some_and(|c| c["status"] == status)
+}
+
+pub fn condition_reason(obj: &Value, type_: &str) -> Option<String> {
+    condition(obj, type_).and_then(|c| c["reason"].as_str().map(str::to_owned))
+}
+
+/// The status was written for the object's current generation (on the status and on
+/// its Ready condition).
+pub fn is_current(obj: &Value) -> bool {
+    let generation = &obj["metadata"]["generation"];
+    !generation.is_null()
+        && obj["status"]["observedGeneration"] == *generation
+        && condition(obj, "Ready").is_some_and(|c| c["observedGeneration"] == *generation)
+}
+
+pub fn finalizers(obj: &Value) -> Vec<String> {
+    obj["metadata"]["finalizers"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------
+// waiting
+
+/// Polls `check` until it answers `Ok`, for at most `timeout`; panics with the last
+/// answer otherwise.
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let started = Instant::now();
+    loop {
+        let last = match check().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        if started.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Runs `f` and fails the test if it does not finish within `timeout`.
+pub async fn within<T>(what: &str, timeout: Duration, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(timeout, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {timeout:?}"))
+}
+
+// ---------------------------------------------------------------------------------
+// HTTP
+
+/// A minimal HTTP/1.1 request over a fresh connection (`Connection: close`); returns the
+/// status code and the body (chunked bodies are decoded).
+pub async fn http(method: &str, url: &str, body: &[u8]) -> Result<(u16, String), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("not an http URL: {url}"))?;
+    let (addr, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .map_err(|e| format!("send to {addr}: {e}"))?;
+        stream
+            .write_all(body)
+            .await
+            .map_err(|e| format!("send to {addr}: {e}"))?;
+        let mut response = Vec::new();
+        stream
+            .read_to_end(&mut response)
+            .await
+            .map_err(|e| format!("read from {addr}: {e}"))?;
+        Ok::<_, String>(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .map_err(|_| format!("{method} {url}: no answer within 20 s"))??;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("{method} {url}: no end of headers"))?;
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let raw = &response[split + 4..];
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{method} {url}: no status in {head:?}"))?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if chunked { dechunk(raw)? } else { raw.to_vec() };
+    Ok((status, String::from_utf8_lossy(&body).to_string()))
+}
+
+fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("bad chunk header")?;
+        let size_text = String::from_utf8_lossy(&raw[..line_end]).to_string();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|e| format!("bad chunk size {size_text:?}: {e}"))?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if raw.len() < size + 2 {
+            return Err("truncated chunk".into());
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// kubectl
+
+/// `$SHADOWSYNC_KUBECTL`, else `kubectl` on PATH.
+pub fn find_kubectl() -> Option<PathBuf> {
+    if let Some(explicit) = std::env::var_os("SHADOWSYNC_KUBECTL") {
+        return Some(PathBuf::from(explicit));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("kubectl"))
+        .find(|p| p.is_file())
+}
+
+/// Prints a line to the real stderr (libtest captures `eprintln!` of passing tests, and
+/// a SKIP must show in a plain `cargo test` run).
+pub fn say(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
