@@ -2375,7 +2375,6 @@ async fn retained_message_expiry_and_preserve() {
 /// 2 per thing (still 20/s on average) lets the write follow its read at once: with
 /// that one change this test converges in about 0.1 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known failure: the per-thing limiter's 50 ms gap between read and write starves the writer of a device reporting ~30/s"]
 async fn device_reporting_faster_than_the_thing_rate_does_not_livelock_the_writer() {
     chatty_device(
         "device-above-thing-rate",

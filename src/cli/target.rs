@@ -118,7 +118,7 @@ impl DataPlaneArgs {
         };
         let policy = ResiliencePolicy {
             account_rate: (self.max_rps > 0).then(|| RateLimit::new(self.max_rps, self.max_rps)),
-            thing_rate: (self.max_thing_rps > 0).then(|| RateLimit::new(self.max_thing_rps, 1)),
+            thing_rate: (self.max_thing_rps > 0).then(|| RateLimit::new(self.max_thing_rps, 2)),
             ..ResiliencePolicy::default()
         };
         let mut resilient = Resilient::new(inner, policy);

@@ -100,14 +100,17 @@ impl Default for ResiliencePolicy {
     /// - 100 requests/s account-wide with a burst of 100: a quarter of the lowest regional
     ///   shadow quota (400/s, AWS-IOT.md), leaving room for devices and other tools
     ///   sharing the account; raise it with `--max-rps` where the quota is 4,000/s;
-    /// - per thing 20 requests/s, evenly spaced (burst 1), and 10 in flight: AWS's limits.
+    /// - per thing 20 requests/s and 10 in flight: AWS's limits. The burst is 2 so that a
+    ///   pass's read and write go out back to back: with evenly spaced calls (burst 1) a
+    ///   device reporting more often than every 50 ms moved the version between every
+    ///   read and write, and the writer never landed.
     fn default() -> Self {
         Self {
             max_attempts: 5,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(5),
             account_rate: Some(RateLimit::new(100, 100)),
-            thing_rate: Some(RateLimit::new(20, 1)),
+            thing_rate: Some(RateLimit::new(20, 2)),
             thing_in_flight: Some(10),
         }
     }
