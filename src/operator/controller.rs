@@ -33,7 +33,7 @@ use crate::sync::{SyncEvent, SyncOptions};
 pub const FIELD_MANAGER: &str = "shadowsync";
 
 /// Requeue of a resource that another resource already owns the target of.
-const DUPLICATE_RECHECK: Duration = Duration::from_secs(30);
+const DUPLICATE_RECHECK: Duration = Duration::from_secs(10);
 
 /// Runs the controller of one kind until shutdown. `ready` is called once the initial
 /// list is in the cache.
