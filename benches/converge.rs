@@ -29,7 +29,7 @@ use kube::runtime::watcher;
 use serde_json::{json, Value};
 
 use shadowsync::dataplane::aws::{AwsDataPlane, AwsOptions};
-use shadowsync::dataplane::resilient::{Resilient, ResiliencePolicy};
+use shadowsync::dataplane::resilient::{ResiliencePolicy, Resilient};
 use shadowsync::dataplane::{DataPlane, ErrorKind, PayloadFormat, PublishRequest};
 
 /// User agent of every request this benchmark sends to the apiserver, so that the
@@ -77,7 +77,8 @@ fn parse_args() -> Result<Args> {
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| -> Result<String> {
-            it.next().ok_or_else(|| format!("{name} needs a value").into())
+            it.next()
+                .ok_or_else(|| format!("{name} needs a value").into())
         };
         match arg.as_str() {
             "--shadows" => args.shadows = value("--shadows")?.parse()?,
@@ -145,7 +146,10 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("{} did not exit within {grace:?} of SIGTERM; killing it", self.name);
+        eprintln!(
+            "{} did not exit within {grace:?} of SIGTERM; killing it",
+            self.name
+        );
         let _ = self.child.kill();
         let _ = self.child.wait();
         Ok(started.elapsed())
@@ -192,9 +196,12 @@ fn start_listening(
             let _ = writeln!(log_file, "{line}");
         }
     });
-    let first = rx
-        .recv_timeout(Duration::from_secs(30))
-        .map_err(|_| format!("{name} did not announce its address (log: {})", log.display()))?;
+    let first = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| {
+        format!(
+            "{name} did not announce its address (log: {})",
+            log.display()
+        )
+    })?;
     let addr = first
         .strip_prefix("listening on http://")
         .ok_or_else(|| format!("{name}: unexpected first line {first:?}"))?
@@ -262,9 +269,12 @@ fn start_operator(
             let _ = writeln!(log_file, "{line}");
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .map_err(|_| format!("the operator did not log its metrics address (log: {})", log.display()))?;
+    let addr = rx.recv_timeout(Duration::from_secs(60)).map_err(|_| {
+        format!(
+            "the operator did not log its metrics address (log: {})",
+            log.display()
+        )
+    })?;
     Ok((proc, addr, started))
 }
 
@@ -549,7 +559,11 @@ impl Tracker {
         let objects = self.objects.lock().expect("tracker lock");
         let mut counts = (0, 0);
         for seen in objects.values() {
-            let min = if seen.shadow { shadow_gen } else { retained_gen };
+            let min = if seen.shadow {
+                shadow_gen
+            } else {
+                retained_gen
+            };
             if seen.generation >= min && seen.ready == Some(seen.generation) {
                 if seen.shadow {
                     counts.0 += 1;
@@ -562,7 +576,12 @@ impl Tracker {
     }
 }
 
-fn spawn_watch(client: kube::Client, resource: ApiResource, shadow: bool, tracker: Arc<Tracker>) {
+fn spawn_watch(
+    client: kube::Client,
+    resource: ApiResource,
+    shadow: bool,
+    tracker: Arc<Tracker>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let api: Api<DynamicObject> = Api::namespaced_with(client, NAMESPACE, &resource);
         let stream = watcher(api, watcher::Config::default());
@@ -576,7 +595,7 @@ fn spawn_watch(client: kube::Client, resource: ApiResource, shadow: bool, tracke
                 Err(err) => eprintln!("watch: {err}"),
             }
         }
-    });
+    })
 }
 
 async fn wait_ready(
@@ -909,7 +928,9 @@ async fn run(args: Args) -> Result<()> {
     let apiserver_bin = release_bin("test-apiserver")?;
     warn_if_stale(&shadowsync_bin, &[root.join("src")]);
     warn_if_stale(&apiserver_bin, &[root.join("tests/apiserver/src")]);
-    let dir = tempfile::Builder::new().prefix("shadowsync-bench-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("shadowsync-bench-")
+        .tempdir()?;
     let keep_logs = std::env::var_os("BENCH_KEEP_LOGS").is_some();
     let logs = if keep_logs {
         dir.keep()
@@ -1000,9 +1021,10 @@ async fn run(args: Args) -> Result<()> {
         &Default::default(),
     )
     .await?;
-    config
-        .headers
-        .push((HeaderName::from_static("user-agent"), HeaderValue::from_static(BENCH_UA)));
+    config.headers.push((
+        HeaderName::from_static("user-agent"),
+        HeaderValue::from_static(BENCH_UA),
+    ));
     let client = kube::Client::try_from(config)?;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     namespaces
@@ -1013,18 +1035,20 @@ async fn run(args: Args) -> Result<()> {
         .await?;
 
     let tracker = Arc::new(Tracker::default());
-    spawn_watch(
-        client.clone(),
-        api_resource("ThingShadow", SHADOW_PLURAL),
-        true,
-        tracker.clone(),
-    );
-    spawn_watch(
-        client.clone(),
-        api_resource("RetainedMessage", RETAINED_PLURAL),
-        false,
-        tracker.clone(),
-    );
+    let watches = [
+        spawn_watch(
+            client.clone(),
+            api_resource("ThingShadow", SHADOW_PLURAL),
+            true,
+            tracker.clone(),
+        ),
+        spawn_watch(
+            client.clone(),
+            api_resource("RetainedMessage", RETAINED_PLURAL),
+            false,
+            tracker.clone(),
+        ),
+    ];
 
     let operator_log = logs.join("operator.log");
     let (mut operator, metrics_addr, _) =
@@ -1044,7 +1068,8 @@ async fn run(args: Args) -> Result<()> {
     // --- 3. Convergence ----------------------------------------------------------------
     let started = Instant::now();
     let create_seconds = create_all(&client, &args).await?;
-    let phase_deadline = Duration::from_secs(600).max(Duration::from_millis(200 * resources as u64));
+    let phase_deadline =
+        Duration::from_secs(600).max(Duration::from_millis(200 * resources as u64));
     wait_ready(&tracker, (n, m), (1, 1), phase_deadline, "convergence").await?;
     let operator_seconds = started.elapsed();
     let converge_cpu = cpu_seconds(operator.pid()).unwrap_or(0.0) - cpu_before;
@@ -1085,7 +1110,11 @@ async fn run(args: Args) -> Result<()> {
         "ThingShadow",
         (0..n).map(thing).collect(),
         |name| {
-            let i: usize = name.rsplit('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            let i: usize = name
+                .rsplit('-')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
             json!({"spec": {"desired": desired(i, 2)}})
         },
     )
@@ -1160,7 +1189,14 @@ async fn run(args: Args) -> Result<()> {
             |_| json!({"spec": {"refreshInterval": value}}),
         )
         .await?;
-        wait_ready(&tracker, (n, m), (3, 2), phase_deadline, "refreshInterval change").await?;
+        wait_ready(
+            &tracker,
+            (n, m),
+            (3, 2),
+            phase_deadline,
+            "refreshInterval change",
+        )
+        .await?;
         let applied = started.elapsed();
         // One interval with everything in sync, sampled every second.
         let mut per_second = Vec::with_capacity(interval as usize);
@@ -1204,6 +1240,9 @@ async fn run(args: Args) -> Result<()> {
     );
     operator.terminate(Duration::from_secs(30))?;
     drop(operator);
+    for watch in &watches {
+        watch.abort();
+    }
     drop(dataplane);
     drop(apiserver);
 
@@ -1225,7 +1264,11 @@ async fn run(args: Args) -> Result<()> {
                 (writes_per_spec_change - 1.0).abs() < 1e-9,
                 format!("{writes_per_spec_change:.3}"),
             ),
-            ("restart_writes = 0", restart_writes == 0, restart_writes.to_string()),
+            (
+                "restart_writes = 0",
+                restart_writes == 0,
+                restart_writes.to_string(),
+            ),
             (
                 "restart_publishes = 0",
                 restart_publishes == 0,
@@ -1241,7 +1284,11 @@ async fn run(args: Args) -> Result<()> {
             c.push(("refresh_peak_to_mean <= 1.5", p <= 1.5, format!("{p:.2}")));
         }
         if n >= 10_000 {
-            c.push(("peak_rss_mib <= 64", peak_rss_mib <= 64.0, format!("{peak_rss_mib:.1}")));
+            c.push((
+                "peak_rss_mib <= 64",
+                peak_rss_mib <= 64.0,
+                format!("{peak_rss_mib:.1}"),
+            ));
         } else {
             c.push((
                 "peak_rss_mib <= 64 (target applies at 10000)",
@@ -1258,14 +1305,20 @@ async fn run(args: Args) -> Result<()> {
         operator_seconds.as_secs_f64(),
         raw_seconds.as_secs_f64(),
         raw_limited_seconds
-            .map(|t| format!(" (direct through the default limiter {:.2}s)", t.as_secs_f64()))
+            .map(|t| format!(
+                " (direct through the default limiter {:.2}s)",
+                t.as_secs_f64()
+            ))
             .unwrap_or_default()
     );
     println!("  retained calls per create: {calls_per_retained_create:.3}");
     for (what, ok, value) in &checks {
         println!("  {:4} {what}: {value}", if *ok { "PASS" } else { "FAIL" });
     }
-    println!("  total benchmark time {:.1}s", total_started.elapsed().as_secs_f64());
+    println!(
+        "  total benchmark time {:.1}s",
+        total_started.elapsed().as_secs_f64()
+    );
 
     let mut out = json!({
         "shadows": n,
