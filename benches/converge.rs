@@ -1,0 +1,1353 @@
+//! Convergence benchmark: the real operator against the test apiserver and the local
+//! data plane, compared with the same data-plane calls made straight through the adapter.
+//!
+//! ```sh
+//! cargo build --release --bins --workspace
+//! cargo bench --bench converge -- [--shadows N] [--retained M]
+//! ```
+//!
+//! Every figure comes from outside the operator: data-plane calls from the server's
+//! `/_shadowsync/stats`, apiserver writes from the test apiserver's `/_test/counters`,
+//! readiness from a watch on the resources (and, after a restart, from `/readyz` plus the
+//! operator's readiness gauge), memory from `/proc/PID/status`. The last line printed is
+//! one JSON object; see `benches/README.md`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::http::{HeaderName, HeaderValue};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::watcher;
+use serde_json::{json, Value};
+
+use shadowsync::dataplane::aws::{AwsDataPlane, AwsOptions};
+use shadowsync::dataplane::resilient::{ResiliencePolicy, Resilient};
+use shadowsync::dataplane::{DataPlane, ErrorKind, PayloadFormat, PublishRequest};
+
+/// User agent of every request this benchmark sends to the apiserver, so that the
+/// operator's own requests can be told apart in the counters.
+const BENCH_UA: &str = "shadowsync-bench/converge";
+const NAMESPACE: &str = "bench";
+const SHADOW_PLURAL: &str = "thingshadows";
+const RETAINED_PLURAL: &str = "retainedmessages";
+/// The operator's default `--concurrency` (per kind); passed explicitly so that the
+/// operator and the direct run use the same value.
+const DEFAULT_CONCURRENCY: usize = 16;
+/// Resources created (and patched) at once by the benchmark.
+const CLIENT_CONCURRENCY: usize = 32;
+/// After a phase looks done, how long to keep counting late calls.
+const SETTLE: Duration = Duration::from_secs(3);
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Clone, Debug)]
+struct Args {
+    shadows: usize,
+    retained: usize,
+    concurrency: usize,
+    /// refreshInterval of the refresh phase; 0 = derived from the size.
+    refresh_seconds: u64,
+    /// Also run the direct calls through the operator's default rate limiter.
+    raw_limited: bool,
+    skip_refresh: bool,
+    operator_args: Vec<String>,
+    timeout: Duration,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        shadows: 2000,
+        retained: 200,
+        concurrency: DEFAULT_CONCURRENCY,
+        refresh_seconds: 0,
+        raw_limited: true,
+        skip_refresh: false,
+        operator_args: Vec::new(),
+        timeout: Duration::from_secs(1800),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| -> Result<String> {
+            it.next()
+                .ok_or_else(|| format!("{name} needs a value").into())
+        };
+        match arg.as_str() {
+            "--shadows" => args.shadows = value("--shadows")?.parse()?,
+            "--retained" => args.retained = value("--retained")?.parse()?,
+            "--concurrency" => args.concurrency = value("--concurrency")?.parse()?,
+            "--refresh-seconds" => args.refresh_seconds = value("--refresh-seconds")?.parse()?,
+            "--no-raw-limited" => args.raw_limited = false,
+            "--skip-refresh" => args.skip_refresh = true,
+            "--operator-arg" => args.operator_args.push(value("--operator-arg")?),
+            "--timeout-seconds" => {
+                args.timeout = Duration::from_secs(value("--timeout-seconds")?.parse()?)
+            }
+            // `cargo bench` passes `--bench` to harness-less targets.
+            "--bench" => {}
+            "-h" | "--help" => {
+                println!(
+                    "cargo bench --bench converge -- [--shadows N] [--retained M] \
+                     [--concurrency C] [--refresh-seconds S] [--no-raw-limited] \
+                     [--skip-refresh] [--operator-arg ARG]... [--timeout-seconds T]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}").into()),
+        }
+    }
+    if args.shadows == 0 {
+        return Err("--shadows must be at least 1".into());
+    }
+    args.concurrency = args.concurrency.max(1);
+    if args.refresh_seconds == 0 {
+        // Keep the mean refresh rate well under the operator's default 100 requests/s,
+        // so that the limiter does not flatten (or hide) the shape being measured.
+        let resources = (args.shadows + args.retained) as u64;
+        args.refresh_seconds = 20u64.max(resources.div_ceil(40));
+    }
+    Ok(args)
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes
+
+/// A child process that is killed when dropped.
+struct Proc {
+    name: &'static str,
+    child: Child,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then wait up to `grace` before SIGKILL. Returns how long it took to exit.
+    fn terminate(&mut self, grace: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()?;
+        if !status.success() {
+            return Err(format!("kill -TERM {} failed", self.pid()).into());
+        }
+        while started.elapsed() < grace {
+            if self.child.try_wait()?.is_some() {
+                return Ok(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "{} did not exit within {grace:?} of SIGTERM; killing it",
+            self.name
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Ok(started.elapsed())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts a program whose first stdout line is `listening on http://ADDR`; the rest of
+/// its output goes to `log`.
+fn start_listening(
+    name: &'static str,
+    program: &Path,
+    args: &[&str],
+    log: &Path,
+    envs: &[(&str, &str)],
+) -> Result<(Proc, String)> {
+    let log_file = std::fs::File::create(log)?;
+    let mut child = Command::new(program)
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file.try_clone()?))
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let proc = Proc { name, child };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(first)) = lines.next() {
+            let _ = tx.send(first);
+        }
+        let mut log_file = log_file;
+        for line in lines.map_while(|l| l.ok()) {
+            let _ = writeln!(log_file, "{line}");
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| {
+        format!(
+            "{name} did not announce its address (log: {})",
+            log.display()
+        )
+    })?;
+    let addr = first
+        .strip_prefix("listening on http://")
+        .ok_or_else(|| format!("{name}: unexpected first line {first:?}"))?
+        .trim()
+        .to_string();
+    Ok((proc, addr))
+}
+
+/// Starts `shadowsync run` and waits for the address of its metrics endpoint, which it
+/// logs (JSON) on stderr.
+fn start_operator(
+    bin: &Path,
+    kubeconfig: &Path,
+    endpoint: &str,
+    args: &Args,
+    log: &Path,
+) -> Result<(Proc, String, Instant)> {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let concurrency = args.concurrency.to_string();
+    let endpoint_url = format!("http://{endpoint}");
+    let mut cmd_args = vec![
+        "run",
+        "--endpoint-url",
+        &endpoint_url,
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--concurrency",
+        &concurrency,
+    ];
+    cmd_args.extend(args.operator_args.iter().map(String::as_str));
+    let started = Instant::now();
+    let mut child = Command::new(bin)
+        .args(&cmd_args)
+        .env("KUBECONFIG", kubeconfig)
+        .envs(aws_env())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log_file.try_clone()?))
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let proc = Proc {
+        name: "operator",
+        child,
+    };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut log_file = log_file;
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            if !sent && line.contains("serving /metrics") {
+                if let Some(addr) = serde_json::from_str::<Value>(&line)
+                    .ok()
+                    .and_then(|v| find_str(&v, "addr"))
+                {
+                    let _ = tx.send(addr);
+                    sent = true;
+                }
+            }
+            let _ = writeln!(log_file, "{line}");
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).map_err(|_| {
+        format!(
+            "the operator did not log its metrics address (log: {})",
+            log.display()
+        )
+    })?;
+    Ok((proc, addr, started))
+}
+
+/// The first string value under `key` anywhere in a JSON log line.
+fn find_str(v: &Value, key: &str) -> Option<String> {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::String(s)) = map.get(key) {
+                return Some(s.clone());
+            }
+            map.values().find_map(|v| find_str(v, key))
+        }
+        _ => None,
+    }
+}
+
+/// Dummy credentials and a region for the loopback endpoint, so that nothing probes the
+/// instance metadata service.
+fn aws_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "bench"),
+        ("AWS_SECRET_ACCESS_KEY", "bench"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+}
+
+/// VmHWM (peak resident set) of a process, in KiB.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// CPU time (user + system) of a process, in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let ticks = 100.0; // USER_HZ on Linux
+    Some((utime + stime) / ticks)
+}
+
+// ---------------------------------------------------------------------------------------
+// Plain HTTP to the admin endpoints (data-plane stats, operator metrics and probes,
+// apiserver counters)
+
+fn http(method: &str, addr: &str, path: &str) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: {BENCH_UA}\r\nContent-Length: 0\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad HTTP answer from {addr}{path}"))?;
+    Ok((code, body.to_string()))
+}
+
+fn http_json(method: &str, addr: &str, path: &str) -> Result<Value> {
+    let (code, body) = http(method, addr, path)?;
+    if code != 200 {
+        return Err(format!("{method} {addr}{path}: {code} {body}").into());
+    }
+    Ok(serde_json::from_str(&body)?)
+}
+
+/// Data-plane calls by operation (all outcomes), from `/_shadowsync/stats`.
+#[derive(Clone, Debug, Default)]
+struct Calls(BTreeMap<String, u64>);
+
+impl Calls {
+    fn fetch(dataplane: &str) -> Result<Calls> {
+        let v = http_json("GET", dataplane, "/_shadowsync/stats")?;
+        let mut calls = BTreeMap::new();
+        if let Some(ops) = v["calls"].as_object() {
+            for (op, outcomes) in ops {
+                let n = outcomes
+                    .as_object()
+                    .map(|o| o.values().filter_map(Value::as_u64).sum())
+                    .unwrap_or(0);
+                calls.insert(op.clone(), n);
+            }
+        }
+        Ok(Calls(calls))
+    }
+
+    fn reset(dataplane: &str) -> Result<()> {
+        http_json("POST", dataplane, "/_shadowsync/stats/reset").map(|_| ())
+    }
+
+    fn get(&self, op: &str) -> u64 {
+        self.0.get(op).copied().unwrap_or(0)
+    }
+
+    fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    fn shadow_ops(&self) -> u64 {
+        [
+            "GetThingShadow",
+            "UpdateThingShadow",
+            "DeleteThingShadow",
+            "ListNamedShadowsForThing",
+        ]
+        .iter()
+        .map(|op| self.get(op))
+        .sum()
+    }
+
+    fn retained_ops(&self) -> u64 {
+        ["GetRetainedMessage", "Publish", "ListRetainedMessages"]
+            .iter()
+            .map(|op| self.get(op))
+            .sum()
+    }
+
+    fn reads(&self) -> u64 {
+        self.get("GetThingShadow") + self.get("GetRetainedMessage")
+    }
+
+    fn minus(&self, earlier: &Calls) -> Calls {
+        Calls(
+            self.0
+                .iter()
+                .map(|(k, v)| (k.clone(), v.saturating_sub(earlier.get(k))))
+                .collect(),
+        )
+    }
+
+    fn describe(&self) -> String {
+        self.0
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(op, n)| format!("{op} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Requests the operator (anything but this benchmark) made to the apiserver, from
+/// `/_test/counters`.
+#[derive(Clone, Debug, Default)]
+struct ApiWrites {
+    /// Writes (create/update/patch/delete) to ThingShadows and RetainedMessages.
+    resource_writes: u64,
+    /// Of those, writes to the status subresource.
+    status_writes: u64,
+    /// Writes to Events.
+    event_writes: u64,
+    /// Every other write (Leases, ...).
+    other_writes: u64,
+    /// Reads (get/list/watch) of the two kinds.
+    resource_reads: u64,
+}
+
+impl ApiWrites {
+    fn fetch(apiserver: &str) -> Result<ApiWrites> {
+        let v = http_json("GET", apiserver, "/_test/counters")?;
+        let mut w = ApiWrites::default();
+        for e in v["entries"].as_array().into_iter().flatten() {
+            let ua = e["userAgent"].as_str().unwrap_or("");
+            if ua.starts_with(BENCH_UA) {
+                continue;
+            }
+            let n = e["count"].as_u64().unwrap_or(0);
+            let verb = e["verb"].as_str().unwrap_or("");
+            let resource = e["resource"].as_str().unwrap_or("");
+            let ours = resource == SHADOW_PLURAL || resource == RETAINED_PLURAL;
+            let write = matches!(
+                verb,
+                "create" | "update" | "patch" | "delete" | "deletecollection"
+            );
+            match (write, ours) {
+                (true, true) => {
+                    w.resource_writes += n;
+                    if e["subresource"].as_str() == Some("status") {
+                        w.status_writes += n;
+                    }
+                }
+                (true, false) if resource == "events" => w.event_writes += n,
+                (true, false) => w.other_writes += n,
+                (false, true) => w.resource_reads += n,
+                (false, false) => {}
+            }
+        }
+        Ok(w)
+    }
+
+    fn reset(apiserver: &str) -> Result<()> {
+        let (code, body) = http("POST", apiserver, "/_test/counters/reset")?;
+        if code != 200 {
+            return Err(format!("counter reset: {code} {body}").into());
+        }
+        Ok(())
+    }
+}
+
+/// The operator's readiness as seen from outside: `/readyz` and the readiness gauge.
+fn operator_ready(metrics: &str, shadows: usize, retained: usize) -> bool {
+    let Ok((code, _)) = http("GET", metrics, "/readyz") else {
+        return false;
+    };
+    if code != 200 {
+        return false;
+    }
+    let Ok((200, text)) = http("GET", metrics, "/metrics") else {
+        return false;
+    };
+    let gauge = |kind: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with("shadowsync_resources{"))
+            .filter(|l| l.contains(&format!("kind=\"{kind}\"")) && l.contains("ready=\"true\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum()
+    };
+    gauge("ThingShadow") as usize >= shadows && gauge("RetainedMessage") as usize >= retained
+}
+
+// ---------------------------------------------------------------------------------------
+// Readiness from a watch
+
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    shadow: bool,
+    generation: i64,
+    /// observedGeneration of a Ready=True condition.
+    ready: Option<i64>,
+}
+
+#[derive(Default)]
+struct Tracker {
+    objects: Mutex<HashMap<String, Seen>>,
+}
+
+impl Tracker {
+    fn update(&self, shadow: bool, obj: &DynamicObject) {
+        let key = format!(
+            "{}/{}",
+            if shadow { "s" } else { "r" },
+            obj.metadata.name.as_deref().unwrap_or("")
+        );
+        let generation = obj.metadata.generation.unwrap_or(0);
+        let status = &obj.data["status"];
+        let ready = status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Ready" && c["status"] == "True")
+            .map(|c| {
+                c["observedGeneration"]
+                    .as_i64()
+                    .or_else(|| status["observedGeneration"].as_i64())
+                    .unwrap_or(0)
+            });
+        let seen = Seen {
+            shadow,
+            generation,
+            ready,
+        };
+        if let Ok(mut objects) = self.objects.lock() {
+            objects.insert(key, seen);
+        }
+    }
+
+    /// Resources Ready for at least the given generation (shadows, retained).
+    fn ready_count(&self, shadow_gen: i64, retained_gen: i64) -> (usize, usize) {
+        let objects = self.objects.lock().expect("tracker lock");
+        let mut counts = (0, 0);
+        for seen in objects.values() {
+            let min = if seen.shadow {
+                shadow_gen
+            } else {
+                retained_gen
+            };
+            if seen.generation >= min && seen.ready == Some(seen.generation) {
+                if seen.shadow {
+                    counts.0 += 1;
+                } else {
+                    counts.1 += 1;
+                }
+            }
+        }
+        counts
+    }
+}
+
+fn spawn_watch(
+    client: kube::Client,
+    resource: ApiResource,
+    shadow: bool,
+    tracker: Arc<Tracker>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let api: Api<DynamicObject> = Api::namespaced_with(client, NAMESPACE, &resource);
+        let stream = watcher(api, watcher::Config::default());
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => {
+                    tracker.update(shadow, &o)
+                }
+                Ok(_) => {}
+                Err(err) => eprintln!("watch: {err}"),
+            }
+        }
+    })
+}
+
+async fn wait_ready(
+    tracker: &Tracker,
+    want: (usize, usize),
+    generations: (i64, i64),
+    deadline: Duration,
+    what: &str,
+) -> Result<Duration> {
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        let counts = tracker.ready_count(generations.0, generations.1);
+        if counts.0 >= want.0 && counts.1 >= want.1 {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > deadline {
+            return Err(format!(
+                "{what}: only {}/{} ThingShadows and {}/{} RetainedMessages Ready after {deadline:?}",
+                counts.0, want.0, counts.1, want.1
+            )
+            .into());
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!(
+                "  {what}: {}/{} ThingShadows, {}/{} RetainedMessages Ready after {:.0}s",
+                counts.0,
+                want.0,
+                counts.1,
+                want.1,
+                started.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The resources
+
+fn thing(i: usize) -> String {
+    format!("bench-thing-{i:05}")
+}
+
+fn topic(i: usize) -> String {
+    format!("bench/device-{i:05}/config")
+}
+
+fn desired(i: usize, round: u32) -> Value {
+    json!({"power": "on", "level": (i % 100) as u64, "round": round, "config": {"mode": "eco", "interval": 30}})
+}
+
+fn retained_payload(i: usize) -> Value {
+    json!({"reportInterval": 30, "device": i, "telemetry": ["power", "temperature"]})
+}
+
+fn shadow_manifest(i: usize) -> Value {
+    json!({
+        "apiVersion": shadowsync::api::API_VERSION,
+        "kind": "ThingShadow",
+        "metadata": {"name": thing(i), "namespace": NAMESPACE},
+        "spec": {"thingName": thing(i), "desired": desired(i, 1)},
+    })
+}
+
+fn retained_manifest(i: usize) -> Value {
+    json!({
+        "apiVersion": shadowsync::api::API_VERSION,
+        "kind": "RetainedMessage",
+        "metadata": {"name": format!("bench-config-{i:05}"), "namespace": NAMESPACE},
+        "spec": {"topic": topic(i), "payload": {"json": retained_payload(i)}, "qos": 1},
+    })
+}
+
+fn api_resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(shadowsync::api::GROUP, shadowsync::api::VERSION, kind),
+        plural,
+    )
+}
+
+async fn create_all(client: &kube::Client, args: &Args) -> Result<Duration> {
+    let started = Instant::now();
+    let shadows: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        NAMESPACE,
+        &api_resource("ThingShadow", SHADOW_PLURAL),
+    );
+    let retained: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        NAMESPACE,
+        &api_resource("RetainedMessage", RETAINED_PLURAL),
+    );
+    let pp = PostParams {
+        field_manager: Some("shadowsync-bench".into()),
+        ..Default::default()
+    };
+    // Interleave the kinds, as a GitOps sync of a mixed directory would.
+    let jobs: Vec<(bool, usize)> = (0..args.shadows.max(args.retained))
+        .flat_map(|i| {
+            let mut v = Vec::new();
+            if i < args.shadows {
+                v.push((true, i));
+            }
+            if i < args.retained {
+                v.push((false, i));
+            }
+            v
+        })
+        .collect();
+    futures::stream::iter(jobs)
+        .map(|(shadow, i)| {
+            let (api, manifest) = if shadow {
+                (&shadows, shadow_manifest(i))
+            } else {
+                (&retained, retained_manifest(i))
+            };
+            let pp = &pp;
+            async move {
+                let obj: DynamicObject = serde_json::from_value(manifest)?;
+                api.create(pp, &obj).await?;
+                Ok::<_, Error>(())
+            }
+        })
+        .buffer_unordered(CLIENT_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(started.elapsed())
+}
+
+async fn patch_all(
+    client: &kube::Client,
+    plural: &str,
+    kind: &str,
+    names: Vec<String>,
+    patch: impl Fn(&str) -> Value,
+) -> Result<Duration> {
+    let started = Instant::now();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), NAMESPACE, &api_resource(kind, plural));
+    let pp = PatchParams {
+        field_manager: Some("shadowsync-bench".into()),
+        ..Default::default()
+    };
+    futures::stream::iter(names)
+        .map(|name| {
+            let body = patch(&name);
+            let api = &api;
+            let pp = &pp;
+            async move {
+                api.patch(&name, pp, &Patch::Merge(&body)).await?;
+                Ok::<_, Error>(())
+            }
+        })
+        .buffer_unordered(CLIENT_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(started.elapsed())
+}
+
+// ---------------------------------------------------------------------------------------
+// The direct run: the same calls through the adapter, no Kubernetes
+
+async fn raw_run(
+    dp: Arc<dyn DataPlane>,
+    shadows: usize,
+    retained: usize,
+    concurrency: usize,
+    prefix: &str,
+) -> Result<Duration> {
+    let started = Instant::now();
+    let shadow_work = {
+        let dp = dp.clone();
+        let prefix = prefix.to_string();
+        async move {
+            futures::stream::iter(0..shadows)
+                .map(|i| {
+                    let dp = dp.clone();
+                    let name = format!("{prefix}{}", thing(i));
+                    async move {
+                        match dp.get_thing_shadow(&name, None).await {
+                            Err(e) if e.kind == ErrorKind::ResourceNotFound => {}
+                            Err(e) => return Err::<(), Error>(e.into()),
+                            Ok(_) => return Err("the shadow already exists".into()),
+                        }
+                        let body = json!({
+                            "state": {"desired": desired(i, 1)},
+                            "clientToken": format!("bench-{i}"),
+                        });
+                        dp.update_thing_shadow(&name, None, Bytes::from(body.to_string()))
+                            .await?;
+                        Ok(())
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .try_collect::<Vec<_>>()
+                .await
+        }
+    };
+    let retained_work = {
+        let dp = dp.clone();
+        let prefix = prefix.to_string();
+        async move {
+            futures::stream::iter(0..retained)
+                .map(|i| {
+                    let dp = dp.clone();
+                    let topic = format!("{prefix}{}", topic(i));
+                    async move {
+                        match dp.get_retained_message(&topic).await {
+                            Err(e) if e.kind == ErrorKind::ResourceNotFound => {}
+                            Err(e) => return Err::<(), Error>(e.into()),
+                            Ok(_) => return Err("the retained message already exists".into()),
+                        }
+                        let request = PublishRequest {
+                            topic,
+                            payload: Bytes::from(retained_payload(i).to_string()),
+                            qos: 1,
+                            retain: true,
+                            content_type: Some("application/json".into()),
+                            payload_format_indicator: Some(PayloadFormat::Utf8Data),
+                            ..Default::default()
+                        };
+                        dp.publish(&request).await?;
+                        Ok(())
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .try_collect::<Vec<_>>()
+                .await
+        }
+    };
+    let (a, b) = tokio::join!(shadow_work, retained_work);
+    a?;
+    b?;
+    Ok(started.elapsed())
+}
+
+// ---------------------------------------------------------------------------------------
+
+fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn release_bin(name: &str) -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target"));
+    let path = target.join("release").join(name);
+    if !path.exists() {
+        return Err(format!(
+            "{} is missing: run `cargo build --release --bins --workspace` first",
+            path.display()
+        )
+        .into());
+    }
+    Ok(path)
+}
+
+/// Warns when a binary is older than the newest source file it is built from.
+fn warn_if_stale(bin: &Path, sources: &[PathBuf]) {
+    fn newest(dir: &Path) -> Option<SystemTime> {
+        let mut newest = None;
+        for entry in std::fs::read_dir(dir).ok()?.flatten() {
+            let path = entry.path();
+            let t = if path.is_dir() {
+                newest_dir(&path)
+            } else {
+                entry.metadata().ok()?.modified().ok()
+            };
+            newest = newest.max(t);
+        }
+        newest
+    }
+    fn newest_dir(dir: &Path) -> Option<SystemTime> {
+        newest(dir)
+    }
+    let Some(built) = std::fs::metadata(bin).and_then(|m| m.modified()).ok() else {
+        return;
+    };
+    if sources.iter().filter_map(|s| newest(s)).any(|t| t > built) {
+        eprintln!(
+            "warning: {} is older than its sources; rebuild with `cargo build --release --bins --workspace`",
+            bin.display()
+        );
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx]
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(err) => {
+            eprintln!("converge: {err}");
+            std::process::exit(2);
+        }
+    };
+    for (k, v) in aws_env() {
+        // Before any thread exists.
+        std::env::set_var(k, v);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let outcome = runtime.block_on(async {
+        tokio::time::timeout(args.timeout, run(args.clone()))
+            .await
+            .unwrap_or_else(|_| Err(format!("timed out after {:?}", args.timeout).into()))
+    });
+    // Processes are owned by `run` and dropped (killed) by now.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    if let Err(err) = outcome {
+        eprintln!("converge: {err}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let total_started = Instant::now();
+    let root = project_root();
+    let shadowsync_bin = release_bin("shadowsync")?;
+    let apiserver_bin = release_bin("test-apiserver")?;
+    warn_if_stale(&shadowsync_bin, &[root.join("src")]);
+    warn_if_stale(&apiserver_bin, &[root.join("tests/apiserver/src")]);
+    let dir = tempfile::Builder::new()
+        .prefix("shadowsync-bench-")
+        .tempdir()?;
+    let keep_logs = std::env::var_os("BENCH_KEEP_LOGS").is_some();
+    let logs = if keep_logs {
+        dir.keep()
+    } else {
+        dir.path().to_path_buf()
+    };
+    let (n, m) = (args.shadows, args.retained);
+    let resources = n + m;
+    println!(
+        "converge: {n} ThingShadows, {m} RetainedMessages, operator concurrency {} per kind, {} cores{}",
+        args.concurrency,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if keep_logs {
+            format!(", logs in {}", logs.display())
+        } else {
+            String::new()
+        }
+    );
+
+    // --- 1. The direct run ---------------------------------------------------------
+    let (raw_seconds, raw_limited_seconds) = {
+        let (raw_server, raw_addr) = start_listening(
+            "dataplane (direct run)",
+            &shadowsync_bin,
+            &["dataplane", "serve", "--listen", "127.0.0.1:0"],
+            &logs.join("dataplane-direct.log"),
+            &[],
+        )?;
+        let adapter = AwsDataPlane::connect(AwsOptions {
+            endpoint_url: Some(format!("http://{raw_addr}")),
+            region: Some("us-east-1".into()),
+        })
+        .await?;
+        let dp: Arc<dyn DataPlane> = Arc::new(adapter);
+        let raw = raw_run(dp.clone(), n, m, args.concurrency, "").await?;
+        let calls = Calls::fetch(&raw_addr)?;
+        println!(
+            "direct: {:.2}s for {} calls ({}), concurrency {} per kind, no limiter",
+            raw.as_secs_f64(),
+            calls.total(),
+            calls.describe(),
+            args.concurrency
+        );
+        let limited = if args.raw_limited {
+            let policy = ResiliencePolicy::default();
+            let limited_dp: Arc<dyn DataPlane> = Arc::new(Resilient::new(dp.clone(), policy));
+            let t = raw_run(limited_dp, n, m, args.concurrency, "limited-").await?;
+            println!(
+                "direct through the operator's default limiter ({:?}/s account-wide): {:.2}s",
+                policy.account_rate.map(|r| r.per_second),
+                t.as_secs_f64()
+            );
+            Some(t)
+        } else {
+            None
+        };
+        drop(raw_server);
+        (raw, limited)
+    };
+
+    // --- 2. Kubernetes, the data plane, the operator ----------------------------------
+    let kubeconfig = logs.join("kubeconfig");
+    let crds = root.join("crds");
+    let (apiserver, api_addr) = start_listening(
+        "test-apiserver",
+        &apiserver_bin,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--crds",
+            crds.to_str().ok_or("crds path")?,
+            "--kubeconfig",
+            kubeconfig.to_str().ok_or("kubeconfig path")?,
+        ],
+        &logs.join("apiserver.log"),
+        &[],
+    )?;
+    let (dataplane, dp_addr) = start_listening(
+        "dataplane",
+        &shadowsync_bin,
+        &["dataplane", "serve", "--listen", "127.0.0.1:0"],
+        &logs.join("dataplane.log"),
+        &[],
+    )?;
+
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig)?,
+        &Default::default(),
+    )
+    .await?;
+    config.headers.push((
+        HeaderName::from_static("user-agent"),
+        HeaderValue::from_static(BENCH_UA),
+    ));
+    let client = kube::Client::try_from(config)?;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?,
+        )
+        .await?;
+
+    let tracker = Arc::new(Tracker::default());
+    let watches = [
+        spawn_watch(
+            client.clone(),
+            api_resource("ThingShadow", SHADOW_PLURAL),
+            true,
+            tracker.clone(),
+        ),
+        spawn_watch(
+            client.clone(),
+            api_resource("RetainedMessage", RETAINED_PLURAL),
+            false,
+            tracker.clone(),
+        ),
+    ];
+
+    let operator_log = logs.join("operator.log");
+    let (mut operator, metrics_addr, _) =
+        start_operator(&shadowsync_bin, &kubeconfig, &dp_addr, &args, &operator_log)?;
+    // Start from an operator with synced (empty) caches, as a running install would be.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !operator_ready(&metrics_addr, 0, 0) {
+        if Instant::now() > deadline {
+            return Err("the operator did not become ready".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Calls::reset(&dp_addr)?;
+    ApiWrites::reset(&api_addr)?;
+    let cpu_before = cpu_seconds(operator.pid()).unwrap_or(0.0);
+
+    // --- 3. Convergence ----------------------------------------------------------------
+    let started = Instant::now();
+    let create_seconds = create_all(&client, &args).await?;
+    let phase_deadline =
+        Duration::from_secs(600).max(Duration::from_millis(200 * resources as u64));
+    wait_ready(&tracker, (n, m), (1, 1), phase_deadline, "convergence").await?;
+    let operator_seconds = started.elapsed();
+    let converge_cpu = cpu_seconds(operator.pid()).unwrap_or(0.0) - cpu_before;
+    tokio::time::sleep(SETTLE).await;
+    let converge_calls = Calls::fetch(&dp_addr)?;
+    let converge_writes = ApiWrites::fetch(&api_addr)?;
+    let calls_per_shadow_create = converge_calls.shadow_ops() as f64 / n as f64;
+    let calls_per_retained_create = if m > 0 {
+        converge_calls.retained_ops() as f64 / m as f64
+    } else {
+        0.0
+    };
+    let status_patches_per_resource = converge_writes.resource_writes as f64 / resources as f64;
+    println!(
+        "convergence: {:.2}s ({:.2}s to create all; operator CPU {:.1}s), data-plane calls {} ({})",
+        operator_seconds.as_secs_f64(),
+        create_seconds.as_secs_f64(),
+        converge_cpu,
+        converge_calls.total(),
+        converge_calls.describe()
+    );
+    println!(
+        "  operator apiserver writes: {} to the resources ({} status), {} events, {} other; {} reads of the resources",
+        converge_writes.resource_writes,
+        converge_writes.status_writes,
+        converge_writes.event_writes,
+        converge_writes.other_writes,
+        converge_writes.resource_reads
+    );
+
+    // --- 4. One spec change on every ThingShadow ---------------------------------------
+    Calls::reset(&dp_addr)?;
+    ApiWrites::reset(&api_addr)?;
+    let started = Instant::now();
+    patch_all(
+        &client,
+        SHADOW_PLURAL,
+        "ThingShadow",
+        (0..n).map(thing).collect(),
+        |name| {
+            let i: usize = name
+                .rsplit('-')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            json!({"spec": {"desired": desired(i, 2)}})
+        },
+    )
+    .await?;
+    wait_ready(&tracker, (n, m), (2, 1), phase_deadline, "spec change").await?;
+    let spec_change_seconds = started.elapsed();
+    tokio::time::sleep(SETTLE).await;
+    let change_calls = Calls::fetch(&dp_addr)?;
+    let change_writes = ApiWrites::fetch(&api_addr)?;
+    let writes_per_spec_change = change_calls.get("UpdateThingShadow") as f64 / n as f64;
+    println!(
+        "spec change: {:.2}s, data-plane calls {} ({}); operator apiserver writes {} to the resources, {} events",
+        spec_change_seconds.as_secs_f64(),
+        change_calls.total(),
+        change_calls.describe(),
+        change_writes.resource_writes,
+        change_writes.event_writes
+    );
+
+    // --- 5. Restart with everything in sync ---------------------------------------------
+    let hwm_first = vm_hwm_kib(operator.pid()).unwrap_or(0);
+    let exit_time = operator.terminate(Duration::from_secs(30))?;
+    drop(operator);
+    Calls::reset(&dp_addr)?;
+    ApiWrites::reset(&api_addr)?;
+    let (mut operator, metrics_addr, restarted) =
+        start_operator(&shadowsync_bin, &kubeconfig, &dp_addr, &args, &operator_log)?;
+    let deadline = restarted + phase_deadline;
+    while !operator_ready(&metrics_addr, n, m) {
+        if Instant::now() > deadline {
+            return Err("the restarted operator did not count every resource Ready".into());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let restart_seconds = restarted.elapsed();
+    tokio::time::sleep(SETTLE).await;
+    let restart_calls = Calls::fetch(&dp_addr)?;
+    let restart_api = ApiWrites::fetch(&api_addr)?;
+    let restart_writes = restart_calls.get("UpdateThingShadow");
+    let restart_publishes = restart_calls.get("Publish");
+    println!(
+        "restart: old process exited {:.2}s after SIGTERM; new one Ready for all {:.2}s after start; \
+         within {}s more: data-plane calls {} ({}), apiserver writes {} to the resources, {} events",
+        exit_time.as_secs_f64(),
+        restart_seconds.as_secs_f64(),
+        SETTLE.as_secs(),
+        restart_calls.total(),
+        restart_calls.describe(),
+        restart_api.resource_writes,
+        restart_api.event_writes
+    );
+
+    // --- 6. Refresh spread ----------------------------------------------------------------
+    let mut refresh = None;
+    if !args.skip_refresh {
+        let interval = args.refresh_seconds;
+        let value = format!("{interval}s");
+        let started = Instant::now();
+        patch_all(
+            &client,
+            SHADOW_PLURAL,
+            "ThingShadow",
+            (0..n).map(thing).collect(),
+            |_| json!({"spec": {"refreshInterval": value}}),
+        )
+        .await?;
+        patch_all(
+            &client,
+            RETAINED_PLURAL,
+            "RetainedMessage",
+            (0..m).map(|i| format!("bench-config-{i:05}")).collect(),
+            |_| json!({"spec": {"refreshInterval": value}}),
+        )
+        .await?;
+        wait_ready(
+            &tracker,
+            (n, m),
+            (3, 2),
+            phase_deadline,
+            "refreshInterval change",
+        )
+        .await?;
+        let applied = started.elapsed();
+        // One interval with everything in sync, sampled every second.
+        let mut per_second = Vec::with_capacity(interval as usize);
+        let window_start = Calls::fetch(&dp_addr)?;
+        let mut previous = window_start.clone();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        for _ in 0..interval {
+            tick.tick().await;
+            let now = Calls::fetch(&dp_addr)?;
+            per_second.push(now.minus(&previous).reads());
+            previous = now;
+        }
+        let window = previous.minus(&window_start);
+        let total_reads: u64 = per_second.iter().sum();
+        let mean = total_reads as f64 / per_second.len().max(1) as f64;
+        let peak = per_second.iter().copied().max().unwrap_or(0);
+        let mut sorted = per_second.clone();
+        sorted.sort_unstable();
+        let peak_to_mean = if mean > 0.0 { peak as f64 / mean } else { 0.0 };
+        println!(
+            "refresh: refreshInterval {value} applied to all in {:.1}s; over the next {interval}s: \
+             {total_reads} reads (mean {mean:.1}/s, busiest second {peak}, median {}, p90 {}), \
+             writes {}, publishes {}",
+            applied.as_secs_f64(),
+            percentile(&sorted, 0.5),
+            percentile(&sorted, 0.9),
+            window.get("UpdateThingShadow"),
+            window.get("Publish"),
+        );
+        println!("  reads per second: {per_second:?}");
+        refresh = Some((interval, peak_to_mean, total_reads));
+    }
+
+    let hwm_second = vm_hwm_kib(operator.pid()).unwrap_or(0);
+    let peak_rss_mib = hwm_first.max(hwm_second) as f64 / 1024.0;
+    println!(
+        "memory: operator VmHWM {:.1} MiB (first process), {:.1} MiB (after restart)",
+        hwm_first as f64 / 1024.0,
+        hwm_second as f64 / 1024.0
+    );
+    operator.terminate(Duration::from_secs(30))?;
+    drop(operator);
+    for watch in &watches {
+        watch.abort();
+    }
+    drop(dataplane);
+    drop(apiserver);
+
+    let ratio = operator_seconds.as_secs_f64() / raw_seconds.as_secs_f64();
+    let round = |x: f64, digits: i32| {
+        let f = 10f64.powi(digits);
+        (x * f).round() / f
+    };
+    let checks: Vec<(&str, bool, String)> = {
+        let mut c = vec![
+            ("ratio <= 1.25", ratio <= 1.25, format!("{ratio:.2}")),
+            (
+                "calls_per_shadow_create <= 2.0",
+                calls_per_shadow_create <= 2.0,
+                format!("{calls_per_shadow_create:.3}"),
+            ),
+            (
+                "writes_per_spec_change = 1.0",
+                (writes_per_spec_change - 1.0).abs() < 1e-9,
+                format!("{writes_per_spec_change:.3}"),
+            ),
+            (
+                "restart_writes = 0",
+                restart_writes == 0,
+                restart_writes.to_string(),
+            ),
+            (
+                "restart_publishes = 0",
+                restart_publishes == 0,
+                restart_publishes.to_string(),
+            ),
+            (
+                "status_patches_per_resource <= 2",
+                status_patches_per_resource <= 2.0,
+                format!("{status_patches_per_resource:.3}"),
+            ),
+        ];
+        if let Some((_, p, _)) = refresh {
+            c.push(("refresh_peak_to_mean <= 1.5", p <= 1.5, format!("{p:.2}")));
+        }
+        if n >= 10_000 {
+            c.push((
+                "peak_rss_mib <= 64",
+                peak_rss_mib <= 64.0,
+                format!("{peak_rss_mib:.1}"),
+            ));
+        } else {
+            c.push((
+                "peak_rss_mib <= 64 (target applies at 10000)",
+                peak_rss_mib <= 64.0,
+                format!("{peak_rss_mib:.1}"),
+            ));
+        }
+        c
+    };
+    println!();
+    println!("summary ({n} shadows, {m} retained):");
+    println!(
+        "  operator {:.2}s vs direct {:.2}s{}",
+        operator_seconds.as_secs_f64(),
+        raw_seconds.as_secs_f64(),
+        raw_limited_seconds
+            .map(|t| format!(
+                " (direct through the default limiter {:.2}s)",
+                t.as_secs_f64()
+            ))
+            .unwrap_or_default()
+    );
+    println!("  retained calls per create: {calls_per_retained_create:.3}");
+    for (what, ok, value) in &checks {
+        println!("  {:4} {what}: {value}", if *ok { "PASS" } else { "FAIL" });
+    }
+    println!(
+        "  total benchmark time {:.1}s",
+        total_started.elapsed().as_secs_f64()
+    );
+
+    let mut out = json!({
+        "shadows": n,
+        "retained": m,
+        "operator_seconds": round(operator_seconds.as_secs_f64(), 3),
+        "raw_seconds": round(raw_seconds.as_secs_f64(), 3),
+        "ratio": round(ratio, 3),
+        "calls_per_shadow_create": round(calls_per_shadow_create, 4),
+        "writes_per_spec_change": round(writes_per_spec_change, 4),
+        "restart_seconds": round(restart_seconds.as_secs_f64(), 3),
+        "restart_writes": restart_writes,
+        "restart_publishes": restart_publishes,
+        "peak_rss_mib": round(peak_rss_mib, 1),
+        "status_patches_per_resource": round(status_patches_per_resource, 4),
+        "refresh_peak_to_mean": refresh.map(|(_, p, _)| round(p, 3)),
+        // Context for the figures above.
+        "raw_limited_seconds": raw_limited_seconds.map(|t| round(t.as_secs_f64(), 3)),
+        "create_seconds": round(create_seconds.as_secs_f64(), 3),
+        "calls_per_retained_create": round(calls_per_retained_create, 4),
+        "status_writes_per_resource": round(converge_writes.status_writes as f64 / resources as f64, 4),
+        "events_per_resource": round(converge_writes.event_writes as f64 / resources as f64, 4),
+        "spec_change_seconds": round(spec_change_seconds.as_secs_f64(), 3),
+        "refresh_interval_seconds": refresh.map(|(i, _, _)| i),
+        "operator_cpu_seconds_converge": round(converge_cpu, 2),
+        "concurrency": args.concurrency,
+    });
+    if !args.operator_args.is_empty() {
+        out["operator_args"] = json!(args.operator_args);
+    }
+    println!("{out}");
+    Ok(())
+}
