@@ -19,7 +19,6 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{Controller, WatchStreamExt};
 use kube::ResourceExt;
-use rand::Rng;
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -297,9 +296,7 @@ async fn reconcile_inner<K: Managed>(
         // Just started and this resource was in sync for its generation: spread the first
         // reads over one refresh interval instead of reading every shadow at once.
         ctx.metrics.readiness(&uid, K::KIND, Some(true));
-        let delay = obj
-            .refresh()
-            .map(|period| period.mul_f64(rand::rng().random_range(0.0..1.0)));
+        let delay = obj.refresh().map(|period| until_refresh_slot(&uid, period));
         return Ok((
             delay.map_or_else(Action::await_change, Action::requeue),
             true,
@@ -335,13 +332,13 @@ async fn reconcile_inner<K: Managed>(
     let action = if synced.ready {
         ctx.reset_backoff(&uid);
         obj.refresh().map_or_else(Action::await_change, |period| {
-            Action::requeue(jittered(period))
+            Action::requeue(until_refresh_slot(&uid, period))
         })
     } else if stalled {
         // Needs a human (invalid spec, Preserve conflict, access denied): look again at
         // the refresh period, or on the next change.
         obj.refresh().map_or_else(Action::await_change, |period| {
-            Action::requeue(jittered(period))
+            Action::requeue(until_refresh_slot(&uid, period))
         })
     } else {
         Action::requeue(ctx.next_backoff(&uid))
@@ -357,9 +354,10 @@ fn prior_is_current<K: Managed>(prior: &K::Status, generation: Option<i64>) -> b
 }
 
 /// The older resource targeting the same thing/shadow (or topic), if any: creation time,
-/// then namespace/name, decides.
+/// then namespace/name, decides. Runs on every reconcile, so the common case (no other
+/// resource with this target) is one allocation-free pass over the cache; the oldest
+/// owner is looked up only when a duplicate exists.
 fn older_owner<K: Managed>(obj: &K, store: &Store<K>) -> Option<String> {
-    let target = obj.target();
     let key = |o: &K| {
         (
             o.meta().creation_timestamp.clone().map(|t| t.0),
@@ -367,21 +365,36 @@ fn older_owner<K: Managed>(obj: &K, store: &Store<K>) -> Option<String> {
             o.name_any(),
         )
     };
+    let rival = |other: &K| {
+        other.meta().deletion_timestamp.is_none()
+            && other.meta().uid != obj.meta().uid
+            && other.same_target(obj)
+    };
+    store.find(|other| rival(other))?;
     let mine = key(obj);
     store
-        .state()
+        .state_filter(|other| rival(other))
         .iter()
-        .filter(|other| other.meta().deletion_timestamp.is_none())
-        .filter(|other| other.uid() != obj.uid() && other.target() == target)
         .map(|other| key(other))
         .filter(|theirs| *theirs < mine)
         .min()
         .map(|(_, namespace, name)| format!("{namespace}/{name}"))
 }
 
-/// ±10 % so that resources created together do not refresh together.
-fn jittered(period: Duration) -> Duration {
-    period.mul_f64(rand::rng().random_range(0.9..1.1))
+/// Time until this resource's next refresh slot. Each resource refreshes at a fixed
+/// phase of its interval, derived from its uid, so reads spread evenly over the interval
+/// even when thousands of resources were created (or changed) in the same second.
+fn until_refresh_slot(uid: &str, period: Duration) -> Duration {
+    let period_ms = period.as_millis().max(1) as u64;
+    let mut hasher = DefaultHasher::new();
+    uid.hash(&mut hasher);
+    let phase = hasher.finish() % period_ms;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    let into_slot = (now_ms + period_ms - phase) % period_ms;
+    Duration::from_millis(period_ms - into_slot)
 }
 
 fn error_policy<K: Managed>(obj: Arc<K>, err: &OperatorError, ctx: Arc<Context>) -> Action {
@@ -519,4 +532,26 @@ pub fn api_resource<K: Managed>() -> ApiResource {
         &GroupVersionKind::gvk(crate::api::GROUP, crate::api::VERSION, K::KIND),
         &K::plural(&()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_slots_fall_within_one_interval_and_spread_over_it() {
+        let period = Duration::from_secs(60);
+        let mut seconds = std::collections::BTreeSet::new();
+        for i in 0..200 {
+            let delay = until_refresh_slot(&format!("uid-{i}"), period);
+            assert!(delay > Duration::ZERO && delay <= period, "{delay:?}");
+            seconds.insert(delay.as_secs());
+        }
+        // 200 resources over 60 one-second buckets: evenly spread, most buckets used.
+        assert!(
+            seconds.len() > 40,
+            "only {} distinct seconds",
+            seconds.len()
+        );
+    }
 }

@@ -41,8 +41,9 @@ pub trait Managed:
 
     fn status(&self) -> Option<&Self::Status>;
     fn management_policy(&self) -> ManagementPolicy;
-    /// What the resource writes to: two resources with the same key must not both write.
-    fn target(&self) -> String;
+    /// Whether two resources write to the same thing/shadow (or topic): they must not
+    /// both write.
+    fn same_target(&self, other: &Self) -> bool;
     /// A short human form of the target, for messages.
     fn target_display(&self) -> String;
     fn refresh_interval(&self) -> &str;
@@ -85,12 +86,9 @@ impl Managed for ThingShadow {
     fn management_policy(&self) -> ManagementPolicy {
         self.spec.management_policy
     }
-    fn target(&self) -> String {
-        format!(
-            "{}\0{}",
-            self.spec.thing_name,
-            self.spec.shadow_name.as_deref().unwrap_or("")
-        )
+    fn same_target(&self, other: &Self) -> bool {
+        self.spec.thing_name == other.spec.thing_name
+            && self.spec.shadow_name == other.spec.shadow_name
     }
     fn target_display(&self) -> String {
         match &self.spec.shadow_name {
@@ -147,8 +145,8 @@ impl Managed for RetainedMessage {
     fn management_policy(&self) -> ManagementPolicy {
         self.spec.management_policy
     }
-    fn target(&self) -> String {
-        self.spec.topic.clone()
+    fn same_target(&self, other: &Self) -> bool {
+        self.spec.topic == other.spec.topic
     }
     fn target_display(&self) -> String {
         format!("topic {}", self.spec.topic)
