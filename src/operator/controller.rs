@@ -394,7 +394,13 @@ fn until_refresh_slot(uid: &str, period: Duration) -> Duration {
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default();
     let into_slot = (now_ms + period_ms - phase) % period_ms;
-    Duration::from_millis(period_ms - into_slot)
+    let mut delay = period_ms - into_slot;
+    // Right after a pass, the next read waits for the slot at least 0.9 interval away,
+    // so that a pass is not followed by a needless read moments later.
+    if delay < period_ms / 10 * 9 {
+        delay += period_ms;
+    }
+    Duration::from_millis(delay)
 }
 
 fn error_policy<K: Managed>(obj: Arc<K>, err: &OperatorError, ctx: Arc<Context>) -> Action {
@@ -544,8 +550,11 @@ mod tests {
         let mut seconds = std::collections::BTreeSet::new();
         for i in 0..200 {
             let delay = until_refresh_slot(&format!("uid-{i}"), period);
-            assert!(delay > Duration::ZERO && delay <= period, "{delay:?}");
-            seconds.insert(delay.as_secs());
+            assert!(
+                delay >= period.mul_f64(0.9) && delay <= period.mul_f64(1.9),
+                "{delay:?}"
+            );
+            seconds.insert(delay.as_secs() % 60);
         }
         // 200 resources over 60 one-second buckets: evenly spread, most buckets used.
         assert!(
