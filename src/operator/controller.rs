@@ -296,7 +296,9 @@ async fn reconcile_inner<K: Managed>(
         // Just started and this resource was in sync for its generation: spread the first
         // reads over one refresh interval instead of reading every shadow at once.
         ctx.metrics.readiness(&uid, K::KIND, Some(true));
-        let delay = obj.refresh().map(|period| until_refresh_slot(&uid, period));
+        let delay = obj
+            .refresh()
+            .map(|period| until_refresh_slot(&uid, period, false));
         return Ok((
             delay.map_or_else(Action::await_change, Action::requeue),
             true,
@@ -332,13 +334,13 @@ async fn reconcile_inner<K: Managed>(
     let action = if synced.ready {
         ctx.reset_backoff(&uid);
         obj.refresh().map_or_else(Action::await_change, |period| {
-            Action::requeue(until_refresh_slot(&uid, period))
+            Action::requeue(until_refresh_slot(&uid, period, synced.wrote))
         })
     } else if stalled {
         // Needs a human (invalid spec, Preserve conflict, access denied): look again at
         // the refresh period, or on the next change.
         obj.refresh().map_or_else(Action::await_change, |period| {
-            Action::requeue(until_refresh_slot(&uid, period))
+            Action::requeue(until_refresh_slot(&uid, period, synced.wrote))
         })
     } else {
         Action::requeue(ctx.next_backoff(&uid))
@@ -384,7 +386,9 @@ fn older_owner<K: Managed>(obj: &K, store: &Store<K>) -> Option<String> {
 /// Time until this resource's next refresh slot. Each resource refreshes at a fixed
 /// phase of its interval, derived from its uid, so reads spread evenly over the interval
 /// even when thousands of resources were created (or changed) in the same second.
-fn until_refresh_slot(uid: &str, period: Duration) -> Duration {
+/// After a pass that wrote, the write's answer is fresh state: the next read waits for
+/// the slot at least 0.9 interval away instead of following moments later.
+fn until_refresh_slot(uid: &str, period: Duration, wrote: bool) -> Duration {
     let period_ms = period.as_millis().max(1) as u64;
     let mut hasher = DefaultHasher::new();
     uid.hash(&mut hasher);
@@ -395,9 +399,7 @@ fn until_refresh_slot(uid: &str, period: Duration) -> Duration {
         .unwrap_or_default();
     let into_slot = (now_ms + period_ms - phase) % period_ms;
     let mut delay = period_ms - into_slot;
-    // Right after a pass, the next read waits for the slot at least 0.9 interval away,
-    // so that a pass is not followed by a needless read moments later.
-    if delay < period_ms / 10 * 9 {
+    if wrote && delay < period_ms / 10 * 9 {
         delay += period_ms;
     }
     Duration::from_millis(delay)
@@ -549,12 +551,15 @@ mod tests {
         let period = Duration::from_secs(60);
         let mut seconds = std::collections::BTreeSet::new();
         for i in 0..200 {
-            let delay = until_refresh_slot(&format!("uid-{i}"), period);
+            let uid = format!("uid-{i}");
+            let delay = until_refresh_slot(&uid, period, false);
+            assert!(delay > Duration::ZERO && delay <= period, "{delay:?}");
+            seconds.insert(delay.as_secs());
+            let after_write = until_refresh_slot(&uid, period, true);
             assert!(
-                delay >= period.mul_f64(0.9) && delay <= period.mul_f64(1.9),
-                "{delay:?}"
+                after_write >= period.mul_f64(0.9) && after_write <= period.mul_f64(1.9),
+                "{after_write:?}"
             );
-            seconds.insert(delay.as_secs() % 60);
         }
         // 200 resources over 60 one-second buckets: evenly spread, most buckets used.
         assert!(

@@ -23,6 +23,8 @@ pub struct Synced<S> {
     pub status: S,
     pub events: Vec<SyncEvent>,
     pub ready: bool,
+    /// The pass wrote or published.
+    pub wrote: bool,
 }
 
 /// A kind the operator manages.
@@ -126,6 +128,7 @@ impl Managed for ThingShadow {
             status: result.status,
             events: result.events,
             ready: result.ready,
+            wrote: result.writes > 0,
         }
     }
 
@@ -185,6 +188,7 @@ impl Managed for RetainedMessage {
             status: result.status,
             events: result.events,
             ready: result.ready,
+            wrote: result.publishes > 0,
         }
     }
 
