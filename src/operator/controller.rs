@@ -14,14 +14,15 @@ use futures::{Stream, StreamExt};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{Controller, WatchStreamExt};
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::cache::{Cached, TargetIndex};
+use super::events::Record;
 use super::kinds::Managed;
 use super::{Context, OperatorError};
 use crate::api::{ManagementPolicy, FINALIZER, PAUSED_ANNOTATION, RECONCILE_REQUESTED_ANNOTATION};
@@ -42,12 +43,9 @@ pub async fn run<K: Managed>(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
     ready: impl FnOnce() + Send + 'static,
 ) {
-    let (reader, writer) = reflector::store::<K>();
-    let stream = decoded::<K>(api, ctx.clone())
-        .modify(|obj: &mut K| {
-            // Cached objects never need managedFields: drop them to save memory.
-            obj.meta_mut().managed_fields = None;
-        })
+    let (reader, writer) = reflector::store::<Cached<K>>();
+    let index = Arc::new(TargetIndex::default());
+    let stream = decoded::<K>(api, ctx.clone(), index.clone())
         .reflect(writer)
         .applied_objects()
         .predicate_filter(trigger_key::<K>, Default::default());
@@ -71,7 +69,10 @@ pub async fn run<K: Managed>(
         }
     });
     let config = kube::runtime::Config::default().concurrency(ctx.concurrency);
-    let owners = reader.clone();
+    let owners = Owners {
+        store: reader.clone(),
+        index,
+    };
     Controller::for_stream(stream, reader)
         .with_config(config)
         .graceful_shutdown_on(shutdown)
@@ -93,21 +94,27 @@ pub async fn run<K: Managed>(
 
 /// Watches the kind untyped and decodes each object on its own, so that one object that
 /// does not deserialize is skipped with a warning instead of stopping the whole watch.
+/// Objects are cached in their compact form ([`Cached`]) and indexed by target.
 fn decoded<K: Managed>(
     api: Api<DynamicObject>,
     ctx: Arc<Context>,
-) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send {
+    index: Arc<TargetIndex>,
+) -> impl Stream<Item = Result<watcher::Event<Cached<K>>, watcher::Error>> + Send {
     let config = watcher::Config::default().any_semantic();
     watcher(api, config)
         .default_backoff()
         .filter_map(move |event| {
             let ctx = ctx.clone();
+            let index = index.clone();
             async move {
-                let convert = |obj: DynamicObject| -> Option<K> {
+                let convert = |obj: DynamicObject| -> Option<Cached<K>> {
                     let name = obj.name_any();
                     let namespace = obj.namespace().unwrap_or_default();
-                    match serde_json::to_value(obj).and_then(serde_json::from_value::<K>) {
-                        Ok(typed) => Some(typed),
+                    match serde_json::to_value(obj)
+                        .and_then(serde_json::from_value::<K>)
+                        .and_then(|typed| Cached::new(&typed))
+                    {
+                        Ok(cached) => Some(cached),
                         Err(err) => {
                             warn!(kind = K::KIND, %namespace, %name, error = %err,
                                   "skipping an object that does not match the schema");
@@ -118,27 +125,51 @@ fn decoded<K: Managed>(
                     }
                 };
                 match event {
-                    Ok(watcher::Event::Apply(obj)) => {
-                        convert(obj).map(|o| Ok(watcher::Event::Apply(o)))
+                    Ok(watcher::Event::Apply(obj)) => convert(obj).map(|o| {
+                        index.applied(&o);
+                        Ok(watcher::Event::Apply(o))
+                    }),
+                    Ok(watcher::Event::Delete(obj)) => convert(obj).map(|o| {
+                        index.deleted(&o);
+                        Ok(watcher::Event::Delete(o))
+                    }),
+                    Ok(watcher::Event::InitApply(obj)) => convert(obj).map(|o| {
+                        index.relisted(&o);
+                        Ok(watcher::Event::InitApply(o))
+                    }),
+                    Ok(watcher::Event::Init) => {
+                        index.relist_started();
+                        Some(Ok(watcher::Event::Init))
                     }
-                    Ok(watcher::Event::Delete(obj)) => {
-                        convert(obj).map(|o| Ok(watcher::Event::Delete(o)))
+                    Ok(watcher::Event::InitDone) => {
+                        index.relist_done();
+                        Some(Ok(watcher::Event::InitDone))
                     }
-                    Ok(watcher::Event::InitApply(obj)) => {
-                        convert(obj).map(|o| Ok(watcher::Event::InitApply(o)))
-                    }
-                    Ok(watcher::Event::Init) => Some(Ok(watcher::Event::Init)),
-                    Ok(watcher::Event::InitDone) => Some(Ok(watcher::Event::InitDone)),
                     Err(err) => Some(Err(err)),
                 }
             }
         })
 }
 
+/// The cache and target index of one kind, for the duplicate-target check.
+struct Owners<K: Managed> {
+    store: Store<Cached<K>>,
+    index: Arc<TargetIndex>,
+}
+
+impl<K: Managed> Clone for Owners<K> {
+    fn clone(&self) -> Self {
+        Owners {
+            store: self.store.clone(),
+            index: self.index.clone(),
+        }
+    }
+}
+
 /// What may trigger a reconcile: the spec (generation), our annotations and deletion.
 /// A status write changes none of these, and neither does adding our finalizer (the
 /// pass that adds it goes on to sync).
-fn trigger_key<K: Managed>(obj: &K) -> Option<u64> {
+fn trigger_key<K: Managed>(obj: &Cached<K>) -> Option<u64> {
     let meta = obj.meta();
     let mut hasher = DefaultHasher::new();
     meta.generation.hash(&mut hasher);
@@ -151,12 +182,17 @@ fn trigger_key<K: Managed>(obj: &K) -> Option<u64> {
 }
 
 async fn reconcile<K: Managed>(
-    obj: Arc<K>,
+    cached: Arc<Cached<K>>,
     ctx: Arc<Context>,
-    owners: Store<K>,
+    owners: Owners<K>,
 ) -> Result<Action, OperatorError> {
     let started = Instant::now();
-    let result = reconcile_inner(&obj, &ctx, &owners).await;
+    let result = match cached.decode() {
+        Ok(obj) => reconcile_inner(&Arc::new(obj), &cached, &ctx, &owners).await,
+        Err(err) => Err(OperatorError::Internal(format!(
+            "cannot decode the cached object: {err}"
+        ))),
+    };
     let outcome = match &result {
         Ok((_, true)) => "ready",
         Ok((_, false)) => "not_ready",
@@ -169,8 +205,9 @@ async fn reconcile<K: Managed>(
 /// Returns the next action and whether the resource is Ready.
 async fn reconcile_inner<K: Managed>(
     obj: &Arc<K>,
+    cached: &Cached<K>,
     ctx: &Arc<Context>,
-    owners: &Store<K>,
+    owners: &Owners<K>,
 ) -> Result<(Action, bool), OperatorError> {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let name = obj.name_any();
@@ -245,7 +282,7 @@ async fn reconcile_inner<K: Managed>(
         return Ok((Action::await_change(), false));
     }
 
-    if let Some(owner) = older_owner(obj.as_ref(), owners) {
+    if let Some(owner) = older_owner(cached, owners) {
         let mut status = prior.clone();
         K::set_observed_generation(&mut status, generation);
         let message = format!(
@@ -356,26 +393,19 @@ fn prior_is_current<K: Managed>(prior: &K::Status, generation: Option<i64>) -> b
 }
 
 /// The older resource targeting the same thing/shadow (or topic), if any: creation time,
-/// then namespace/name, decides. Runs on every reconcile, so the common case (no other
-/// resource with this target) is one allocation-free pass over the cache; the oldest
-/// owner is looked up only when a duplicate exists.
-fn older_owner<K: Managed>(obj: &K, store: &Store<K>) -> Option<String> {
-    let key = |o: &K| {
+/// then namespace/name, decides. Runs on every reconcile: one lookup in the target index.
+fn older_owner<K: Managed>(obj: &Cached<K>, owners: &Owners<K>) -> Option<String> {
+    let key = |o: &Cached<K>| {
         (
             o.meta().creation_timestamp.clone().map(|t| t.0),
-            o.namespace().unwrap_or_default(),
-            o.name_any(),
+            o.meta().namespace.clone().unwrap_or_default(),
+            o.meta().name.clone().unwrap_or_default(),
         )
     };
-    let rival = |other: &K| {
-        other.meta().deletion_timestamp.is_none()
-            && other.meta().uid != obj.meta().uid
-            && other.same_target(obj)
-    };
-    store.find(|other| rival(other))?;
     let mine = key(obj);
-    store
-        .state_filter(|other| rival(other))
+    owners
+        .index
+        .rivals(obj, &owners.store)
         .iter()
         .map(|other| key(other))
         .filter(|theirs| *theirs < mine)
@@ -405,7 +435,7 @@ fn until_refresh_slot(uid: &str, period: Duration, wrote: bool) -> Duration {
     Duration::from_millis(delay)
 }
 
-fn error_policy<K: Managed>(obj: Arc<K>, err: &OperatorError, ctx: Arc<Context>) -> Action {
+fn error_policy<K: Managed>(obj: Arc<Cached<K>>, err: &OperatorError, ctx: Arc<Context>) -> Action {
     let uid = obj.uid().unwrap_or_default();
     let delay = ctx.next_backoff(&uid);
     warn!(kind = K::KIND, name = %obj.name_any(), reason = err.reason(), error = %err,
@@ -505,7 +535,7 @@ async fn json_patch<K: Managed>(
     Ok(())
 }
 
-/// Sends events from one Recorder; a failure to record is logged, never fatal.
+/// Sends events through the operator's one sink; a failure to record is logged, never fatal.
 async fn publish<K: Managed>(ctx: &Context, obj: &K, events: &[SyncEvent]) {
     if events.is_empty() {
         return;
@@ -517,18 +547,14 @@ async fn publish<K: Managed>(ctx: &Context, obj: &K, events: &[SyncEvent]) {
         } else {
             info!(kind = K::KIND, name = %obj.name_any(), reason = event.reason, "{}", event.message);
         }
-        let record = Event {
-            type_: if event.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: event.reason.to_string(),
-            note: Some(crate::sync::truncate(event.message.clone(), 1000)),
-            action: "Reconcile".into(),
-            secondary: None,
+        let note = crate::sync::truncate(event.message.clone(), 1000);
+        let record = Record {
+            warning: event.warning,
+            reason: event.reason,
+            note: &note,
+            action: "Reconcile",
         };
-        if let Err(err) = ctx.recorder.publish(&record, &reference).await {
+        if let Err(err) = ctx.events.publish(&record, &reference).await {
             warn!(error = %err, "cannot record an event");
         }
     }

@@ -43,9 +43,9 @@ pub trait Managed:
 
     fn status(&self) -> Option<&Self::Status>;
     fn management_policy(&self) -> ManagementPolicy;
-    /// Whether two resources write to the same thing/shadow (or topic): they must not
-    /// both write.
-    fn same_target(&self, other: &Self) -> bool;
+    /// The thing/shadow (or topic) the resource writes to: two resources with the same
+    /// key must not both write.
+    fn target_key(&self) -> String;
     /// A short human form of the target, for messages.
     fn target_display(&self) -> String;
     fn refresh_interval(&self) -> &str;
@@ -88,9 +88,12 @@ impl Managed for ThingShadow {
     fn management_policy(&self) -> ManagementPolicy {
         self.spec.management_policy
     }
-    fn same_target(&self, other: &Self) -> bool {
-        self.spec.thing_name == other.spec.thing_name
-            && self.spec.shadow_name == other.spec.shadow_name
+    fn target_key(&self) -> String {
+        // A NUL cannot occur in a thing or shadow name.
+        match &self.spec.shadow_name {
+            Some(shadow) => format!("{}\0{shadow}", self.spec.thing_name),
+            None => self.spec.thing_name.clone(),
+        }
     }
     fn target_display(&self) -> String {
         match &self.spec.shadow_name {
@@ -148,8 +151,8 @@ impl Managed for RetainedMessage {
     fn management_policy(&self) -> ManagementPolicy {
         self.spec.management_policy
     }
-    fn same_target(&self, other: &Self) -> bool {
-        self.spec.topic == other.spec.topic
+    fn target_key(&self) -> String {
+        self.spec.topic.clone()
     }
     fn target_display(&self) -> String {
         format!("topic {}", self.spec.topic)

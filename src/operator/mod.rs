@@ -5,7 +5,9 @@
 //! `/readyz`, and graceful shutdown on SIGTERM. The reconcile logic lives in
 //! [`controller`] and the per-kind parts in [`kinds`].
 
+mod cache;
 mod controller;
+mod events;
 mod http;
 mod kinds;
 mod metrics;
@@ -17,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::api::{Api, DynamicObject};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -93,7 +94,7 @@ impl OperatorError {
 pub struct Context {
     pub client: Client,
     pub syncer: Syncer,
-    pub recorder: Recorder,
+    pub events: events::EventSink,
     pub metrics: Arc<Metrics>,
     pub concurrency: u16,
     /// Resources seen since start (first sight spreads the first refresh).
@@ -223,12 +224,12 @@ pub async fn run(args: RunArgs) -> u8 {
     };
     info!("using the {description}");
     let syncer = Syncer::new(dataplane).with_limits(args.dataplane.limits());
-    let reporter = Reporter {
-        controller: "shadowsync".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        events: events::EventSink::new(
+            client.clone(),
+            "shadowsync",
+            std::env::var("POD_NAME").ok(),
+        ),
         client: client.clone(),
         syncer,
         metrics: metrics.clone(),

@@ -1,0 +1,395 @@
+//! The watch cache's form of a managed object, and the index of targets.
+//!
+//! The operator caches every ThingShadow and RetainedMessage it watches; at fleet scale
+//! that cache is most of its memory. Decoded, an object is a tree of small allocations
+//! (every JSON key and value its own, and `desired` three times over: in the spec and in
+//! the status mirror): about 6 KB for a typical ThingShadow. [`Cached`] keeps instead the
+//! metadata a reconcile needs, the object's target as one string, and the rest as its
+//! compact JSON text (about a third of that), and decodes the typed object when a
+//! reconcile starts, which costs microseconds against the data-plane call it precedes.
+//!
+//! Metadata kept: name, namespace, uid, resourceVersion, generation, creation and
+//! deletion timestamps, finalizers, and the annotations of this operator
+//! (`iot.shadowsync.dev/...`). Labels, other annotations (such as kubectl's
+//! last-applied-configuration, a second copy of the spec), owner references and
+//! managedFields are not needed by any reconcile and are dropped.
+
+use std::borrow::Cow;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
+use std::sync::Mutex;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::Resource;
+use serde_json::Value;
+
+use super::kinds::Managed;
+
+/// Prefix of the annotations the cache keeps.
+const OWN_ANNOTATIONS: &str = "iot.shadowsync.dev/";
+
+/// A managed object as the watch cache keeps it; see the module documentation.
+#[derive(Debug)]
+pub struct Cached<K> {
+    meta: ObjectMeta,
+    target: Box<str>,
+    /// The object without `metadata`, as compact JSON.
+    body: Box<[u8]>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for Cached<K> {
+    fn clone(&self) -> Self {
+        Cached {
+            meta: self.meta.clone(),
+            target: self.target.clone(),
+            body: self.body.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: Managed> Cached<K> {
+    pub fn new(object: &K) -> Result<Self, serde_json::Error> {
+        let mut value = serde_json::to_value(object)?;
+        if let Some(map) = value.as_object_mut() {
+            map.remove("metadata");
+        }
+        Ok(Cached {
+            meta: slim(object.meta()),
+            target: object.target_key().into_boxed_str(),
+            body: serde_json::to_vec(&value)?.into_boxed_slice(),
+            kind: PhantomData,
+        })
+    }
+
+    /// The typed object, with the metadata kept (see the module documentation).
+    pub fn decode(&self) -> Result<K, serde_json::Error> {
+        let mut value: Value = serde_json::from_slice(&self.body)?;
+        if let Some(map) = value.as_object_mut() {
+            map.insert("metadata".into(), serde_json::to_value(&self.meta)?);
+        }
+        serde_json::from_value(value)
+    }
+
+    /// The target ([`Managed::target_key`]): two objects with the same key must not
+    /// both write.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+}
+
+/// Deserializing reads the whole object, then keeps its cached form (kube-runtime's
+/// controller asks for this bound; the operator's watch builds [`Cached`] itself).
+impl<'de, K: Managed> serde::Deserialize<'de> for Cached<K> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let object = K::deserialize(deserializer)?;
+        Cached::new(&object).map_err(serde::de::Error::custom)
+    }
+}
+
+fn slim(meta: &ObjectMeta) -> ObjectMeta {
+    let annotations = meta.annotations.as_ref().and_then(|all| {
+        let own: std::collections::BTreeMap<String, String> = all
+            .iter()
+            .filter(|(key, _)| key.starts_with(OWN_ANNOTATIONS))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        (!own.is_empty()).then_some(own)
+    });
+    ObjectMeta {
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        generation: meta.generation,
+        creation_timestamp: meta.creation_timestamp.clone(),
+        deletion_timestamp: meta.deletion_timestamp.clone(),
+        deletion_grace_period_seconds: meta.deletion_grace_period_seconds,
+        finalizers: meta.finalizers.clone(),
+        annotations,
+        ..ObjectMeta::default()
+    }
+}
+
+impl<K: Managed> Resource for Cached<K> {
+    type DynamicType = ();
+    type Scope = kube::core::NamespaceResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        K::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        K::version(dt)
+    }
+    fn api_version(dt: &()) -> Cow<'_, str> {
+        K::api_version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.meta
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.meta
+    }
+}
+
+/// Which cached objects share a target, so that the duplicate-target check on each
+/// reconcile is a lookup instead of a scan of the whole cache (which made a restart
+/// with 10,000 resources quadratic). Fed from the same watch events as the cache, with
+/// the same relist semantics: a relist builds a new index that replaces the old one
+/// when the relist is complete. Entries are verified against the cache when used.
+#[derive(Default)]
+pub struct TargetIndex {
+    state: Mutex<IndexState>,
+}
+
+#[derive(Default)]
+struct IndexState {
+    live: HashMap<u64, Vec<(String, String)>>,
+    relisting: Option<HashMap<u64, Vec<(String, String)>>>,
+}
+
+fn target_hash(target: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    target.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn key_of<K: Resource>(object: &K) -> (String, String) {
+    (
+        object.meta().namespace.clone().unwrap_or_default(),
+        object.meta().name.clone().unwrap_or_default(),
+    )
+}
+
+fn insert(map: &mut HashMap<u64, Vec<(String, String)>>, hash: u64, key: (String, String)) {
+    let entries = map.entry(hash).or_default();
+    if !entries.contains(&key) {
+        entries.push(key);
+    }
+}
+
+impl TargetIndex {
+    fn with<T>(&self, f: impl FnOnce(&mut IndexState) -> T) -> T {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut state)
+    }
+
+    /// An object was added or changed.
+    pub fn applied<K: Managed>(&self, object: &Cached<K>) {
+        let hash = target_hash(object.target());
+        self.with(|state| insert(&mut state.live, hash, key_of(object)));
+    }
+
+    /// An object was deleted.
+    pub fn deleted<K: Managed>(&self, object: &Cached<K>) {
+        let hash = target_hash(object.target());
+        let key = key_of(object);
+        self.with(|state| {
+            if let Some(entries) = state.live.get_mut(&hash) {
+                entries.retain(|entry| *entry != key);
+                if entries.is_empty() {
+                    state.live.remove(&hash);
+                }
+            }
+        });
+    }
+
+    /// A relist starts: objects listed from now on form the next index.
+    pub fn relist_started(&self) {
+        self.with(|state| state.relisting = Some(HashMap::new()));
+    }
+
+    /// An object seen during a relist.
+    pub fn relisted<K: Managed>(&self, object: &Cached<K>) {
+        let hash = target_hash(object.target());
+        self.with(|state| match state.relisting.as_mut() {
+            Some(next) => insert(next, hash, key_of(object)),
+            None => insert(&mut state.live, hash, key_of(object)),
+        });
+    }
+
+    /// The relist is complete: its index replaces the old one.
+    pub fn relist_done(&self) {
+        self.with(|state| {
+            if let Some(next) = state.relisting.take() {
+                state.live = next;
+            }
+        });
+    }
+
+    /// Other live cached objects with the same target as `object`.
+    pub fn rivals<K: Managed>(
+        &self,
+        object: &Cached<K>,
+        store: &Store<Cached<K>>,
+    ) -> Vec<std::sync::Arc<Cached<K>>> {
+        let hash = target_hash(object.target());
+        let mine = key_of(object);
+        let candidates: Vec<(String, String)> = self.with(|state| {
+            state
+                .live
+                .get(&hash)
+                .map(|entries| entries.iter().filter(|e| **e != mine).cloned().collect())
+                .unwrap_or_default()
+        });
+        candidates
+            .into_iter()
+            .filter_map(|(namespace, name)| {
+                store.get(&ObjectRef::<Cached<K>>::new(&name).within(&namespace))
+            })
+            .filter(|other| {
+                other.target() == object.target()
+                    && other.meta().uid != object.meta().uid
+                    && other.meta().deletion_timestamp.is_none()
+            })
+            .collect()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.with(|state| state.live.values().map(Vec::len).sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ThingShadow, ThingShadowSpec};
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher;
+    use serde_json::json;
+
+    fn shadow(namespace: &str, name: &str, thing: &str) -> ThingShadow {
+        let spec: ThingShadowSpec = serde_json::from_value(json!({
+            "thingName": thing,
+            "desired": {"power": "on", "config": {"mode": "eco"}},
+        }))
+        .unwrap();
+        let mut object = ThingShadow::new(name, spec);
+        object.metadata.namespace = Some(namespace.into());
+        object.metadata.uid = Some(format!("uid-{namespace}-{name}"));
+        object.metadata.resource_version = Some("42".into());
+        object.metadata.generation = Some(3);
+        object.metadata.finalizers = Some(vec![crate::api::FINALIZER.into()]);
+        object.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
+        object.metadata.annotations = Some(
+            [
+                (
+                    "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                    "{...}".to_string(),
+                ),
+                (
+                    crate::api::PAUSED_ANNOTATION.to_string(),
+                    "true".to_string(),
+                ),
+            ]
+            .into(),
+        );
+        object
+    }
+
+    #[test]
+    fn decoding_gives_back_the_object_with_the_metadata_a_reconcile_needs() {
+        let mut object = shadow("ns", "a", "thing-1");
+        object.status = Some(
+            serde_json::from_value(json!({
+                "observedGeneration": 3,
+                "managedPaths": ["/power"],
+            }))
+            .unwrap(),
+        );
+        let cached = Cached::new(&object).unwrap();
+        let decoded = cached.decode().unwrap();
+        assert_eq!(decoded.spec, object.spec);
+        assert_eq!(decoded.status, object.status);
+        let meta = &decoded.metadata;
+        assert_eq!(meta.name.as_deref(), Some("a"));
+        assert_eq!(meta.namespace.as_deref(), Some("ns"));
+        assert_eq!(meta.uid, object.metadata.uid);
+        assert_eq!(meta.resource_version.as_deref(), Some("42"));
+        assert_eq!(meta.generation, Some(3));
+        assert_eq!(meta.finalizers, object.metadata.finalizers);
+        let annotations = meta.annotations.clone().unwrap();
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            vec![crate::api::PAUSED_ANNOTATION],
+            "only the operator's own annotations are kept"
+        );
+        assert!(meta.labels.is_none());
+        assert_eq!(cached.target(), object.target_key());
+        assert_eq!(Cached::<ThingShadow>::kind(&()), "ThingShadow");
+    }
+
+    #[test]
+    fn the_cached_form_is_much_smaller_than_the_object() {
+        let object = shadow("ns", "a", "thing-1");
+        let cached = Cached::new(&object).unwrap();
+        let text = serde_json::to_vec(&object).unwrap();
+        assert!(
+            cached.body.len() < text.len(),
+            "{} >= {}",
+            cached.body.len(),
+            text.len()
+        );
+    }
+
+    fn store_with(objects: &[ThingShadow]) -> (Store<Cached<ThingShadow>>, TargetIndex) {
+        let mut writer = Writer::<Cached<ThingShadow>>::default();
+        let index = TargetIndex::default();
+        for object in objects {
+            let cached = Cached::new(object).unwrap();
+            index.applied(&cached);
+            writer.apply_watcher_event(&watcher::Event::Apply(cached));
+        }
+        (writer.as_reader(), index)
+    }
+
+    #[test]
+    fn rivals_are_found_by_target_and_verified_against_the_cache() {
+        let a = shadow("ns1", "a", "thing-1");
+        let b = shadow("ns2", "b", "thing-1");
+        let c = shadow("ns1", "c", "thing-2");
+        let (store, index) = store_with(&[a.clone(), b.clone(), c.clone()]);
+        let a_cached = Cached::new(&a).unwrap();
+        let rivals = index.rivals(&a_cached, &store);
+        assert_eq!(rivals.len(), 1);
+        assert_eq!(rivals[0].meta().name.as_deref(), Some("b"));
+        assert!(index.rivals(&Cached::new(&c).unwrap(), &store).is_empty());
+
+        // A deleted rival no longer counts.
+        let b_cached = Cached::new(&b).unwrap();
+        index.deleted(&b_cached);
+        assert!(index.rivals(&a_cached, &store).is_empty());
+        // An entry whose object is not in the cache is ignored.
+        index.applied(&Cached::new(&shadow("ns3", "ghost", "thing-1")).unwrap());
+        assert_eq!(index.rivals(&a_cached, &store).len(), 0);
+    }
+
+    #[test]
+    fn a_relist_replaces_the_index_when_it_completes() {
+        let a = shadow("ns1", "a", "thing-1");
+        let b = shadow("ns2", "b", "thing-1");
+        let (store, index) = store_with(&[a.clone(), b.clone()]);
+        let a_cached = Cached::new(&a).unwrap();
+        index.relist_started();
+        index.relisted(&a_cached);
+        // Until the relist completes, the old index answers.
+        assert_eq!(index.rivals(&a_cached, &store).len(), 1);
+        index.relist_done();
+        assert_eq!(index.len(), 1, "b was gone in the relist");
+        assert!(index.rivals(&a_cached, &store).is_empty());
+    }
+}
