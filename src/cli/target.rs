@@ -60,6 +60,15 @@ impl DataPlaneArgs {
         }
     }
 
+    /// The client-side rate limits and retry policy these flags ask for.
+    pub fn policy(&self) -> ResiliencePolicy {
+        ResiliencePolicy {
+            account_rate: (self.max_rps > 0).then(|| RateLimit::new(self.max_rps, self.max_rps)),
+            thing_rate: (self.max_thing_rps > 0).then(|| RateLimit::new(self.max_thing_rps, 2)),
+            ..ResiliencePolicy::default()
+        }
+    }
+
     pub fn kind(&self) -> DataPlaneKind {
         self.data_plane.unwrap_or(if self.endpoint_url.is_some() {
             DataPlaneKind::Aws
@@ -116,12 +125,7 @@ impl DataPlaneArgs {
                 (Arc::new(aws), description)
             }
         };
-        let policy = ResiliencePolicy {
-            account_rate: (self.max_rps > 0).then(|| RateLimit::new(self.max_rps, self.max_rps)),
-            thing_rate: (self.max_thing_rps > 0).then(|| RateLimit::new(self.max_thing_rps, 2)),
-            ..ResiliencePolicy::default()
-        };
-        let mut resilient = Resilient::new(inner, policy);
+        let mut resilient = Resilient::new(inner, self.policy());
         if let Some(observer) = observer {
             resilient = resilient.with_observer(observer);
         }

@@ -5,8 +5,10 @@
 //! (every JSON key and value its own, and `desired` three times over: in the spec and in
 //! the status mirror): about 6 KB for a typical ThingShadow. [`Cached`] keeps instead the
 //! metadata a reconcile needs, the object's target as one string, and the rest as its
-//! compact JSON text (about a third of that), and decodes the typed object when a
-//! reconcile starts, which costs microseconds against the data-plane call it precedes.
+//! compact JSON text, LZ4-compressed against a preset dictionary of the kinds' field
+//! names and usual values (about 1.8 KB in all for a typical ThingShadow, of which the
+//! compressed body is 250 bytes), and decodes the typed object when a reconcile starts,
+//! which costs microseconds against the data-plane call it precedes.
 //!
 //! Metadata kept: name, namespace, uid, resourceVersion, generation, creation and
 //! deletion timestamps, finalizers, and the annotations of this operator
@@ -36,8 +38,10 @@ const OWN_ANNOTATIONS: &str = "iot.shadowsync.dev/";
 pub struct Cached<K> {
     meta: ObjectMeta,
     target: Box<str>,
-    /// The object without `metadata`, as compact JSON.
+    /// The object without `metadata`, as compact JSON compressed with [`DICTIONARY`].
     body: Box<[u8]>,
+    /// Length of the JSON before compression.
+    plain_len: u32,
     kind: PhantomData<fn() -> K>,
 }
 
@@ -47,6 +51,7 @@ impl<K> Clone for Cached<K> {
             meta: self.meta.clone(),
             target: self.target.clone(),
             body: self.body.clone(),
+            plain_len: self.plain_len,
             kind: PhantomData,
         }
     }
@@ -58,17 +63,23 @@ impl<K: Managed> Cached<K> {
         if let Some(map) = value.as_object_mut() {
             map.remove("metadata");
         }
+        let json = serde_json::to_vec(&value)?;
+        let plain_len = u32::try_from(json.len()).map_err(serde::ser::Error::custom)?;
         Ok(Cached {
             meta: slim(object.meta()),
             target: object.target_key().into_boxed_str(),
-            body: serde_json::to_vec(&value)?.into_boxed_slice(),
+            body: lz4_flex::block::compress_with_dict(&json, &DICTIONARY).into_boxed_slice(),
+            plain_len,
             kind: PhantomData,
         })
     }
 
     /// The typed object, with the metadata kept (see the module documentation).
     pub fn decode(&self) -> Result<K, serde_json::Error> {
-        let mut value: Value = serde_json::from_slice(&self.body)?;
+        let json =
+            lz4_flex::block::decompress_with_dict(&self.body, self.plain_len as usize, &DICTIONARY)
+                .map_err(serde::de::Error::custom)?;
+        let mut value: Value = serde_json::from_slice(&json)?;
         if let Some(map) = value.as_object_mut() {
             map.insert("metadata".into(), serde_json::to_value(&self.meta)?);
         }
@@ -81,6 +92,59 @@ impl<K: Managed> Cached<K> {
         &self.target
     }
 }
+
+/// Field names and usual values of both kinds, as the objects' JSON spells them: LZ4
+/// finds them here instead of spelling them out in every cached object. Any bytes would
+/// be correct; these make typical objects a quarter of their size.
+static DICTIONARY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let condition = |type_: &str, status: &str, reason: &str, message: &str| {
+        serde_json::json!({"type": type_, "status": status, "reason": reason,
+            "message": message, "observedGeneration": 1,
+            "lastTransitionTime": "2026-01-01T00:00:00Z"})
+    };
+    let conditions = serde_json::json!([
+        condition(
+            "Ready",
+            "True",
+            "Synced",
+            "desired state matches the spec at shadow version "
+        ),
+        condition("Synced", "True", "Synced", "published to topic "),
+        condition(
+            "Converged",
+            "False",
+            "DeltaPending",
+            "the device has not reported desired values"
+        ),
+        condition("Reconciling", "True", "Reconciling", ""),
+        condition("Stalled", "True", "InvalidSpec", ""),
+    ]);
+    let shadow = serde_json::json!({
+        "apiVersion": crate::api::API_VERSION, "kind": "ThingShadow",
+        "spec": {"thingName": "", "shadowName": "", "desired": {},
+            "managementPolicy": "Manage", "deletionPolicy": "Delete",
+            "conflictPolicy": "Overwrite", "refreshInterval": "5m"},
+        "status": {"observedGeneration": 1, "conditions": conditions,
+            "shadow": {"version": 1, "desired": {}, "reported": {}, "delta": {},
+                "lastReportedTime": ""},
+            "managedPaths": [], "lastWrite": {"version": 1, "timestamp": 1},
+            "conflicts": {"count": 1, "lastTime": "", "lastReason": "OutOfBandEdit",
+                "expectedVersion": 1, "actualVersion": 1},
+            "lastSyncTime": "2026-01-01T00:00:00Z", "lastHandledReconcileAt": ""},
+    });
+    let retained = serde_json::json!({
+        "apiVersion": crate::api::API_VERSION, "kind": "RetainedMessage",
+        "spec": {"topic": "", "payload": {"json": {}, "secretKeyRef": {"name": "", "key": ""}},
+            "qos": 1, "contentType": "application/json", "managementPolicy": "Manage",
+            "deletionPolicy": "Delete", "conflictPolicy": "Overwrite", "refreshInterval": "10m"},
+        "status": {"observedGeneration": 1, "conditions": [], "payloadSha256": "",
+            "payloadSize": 1, "qos": 1, "lastModifiedTime": "", "lastPublishTime": "",
+            "publishCount": 1, "appliedSha256": "", "lastSyncTime": "2026-01-01T00:00:00Z"},
+    });
+    let mut bytes = serde_json::to_vec(&retained).unwrap_or_default();
+    bytes.extend(serde_json::to_vec(&shadow).unwrap_or_default());
+    bytes
+});
 
 /// Deserializing reads the whole object, then keeps its cached form (kube-runtime's
 /// controller asks for this bound; the operator's watch builds [`Cached`] itself).
@@ -334,16 +398,45 @@ mod tests {
     }
 
     #[test]
-    fn the_cached_form_is_much_smaller_than_the_object() {
-        let object = shadow("ns", "a", "thing-1");
+    fn the_cached_body_is_a_fraction_of_the_json() {
+        let mut object = shadow("ns", "a", "thing-1");
+        object.status = Some(
+            serde_json::from_value(json!({
+                "observedGeneration": 3,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Synced",
+                    "message": "desired state matches the spec at shadow version 7",
+                    "observedGeneration": 3, "lastTransitionTime": "2026-11-22T02:00:01Z"}],
+                "shadow": {"version": 7, "desired": {"power": "on", "config": {"mode": "eco"}},
+                    "delta": {"power": "on", "config": {"mode": "eco"}}},
+                "managedPaths": ["/power", "/config/mode"],
+                "lastSyncTime": "2026-11-22T02:00:01Z",
+            }))
+            .unwrap(),
+        );
         let cached = Cached::new(&object).unwrap();
-        let text = serde_json::to_vec(&object).unwrap();
+        let mut text = serde_json::to_value(&object).unwrap();
+        text.as_object_mut().unwrap().remove("metadata");
+        let text = serde_json::to_vec(&text).unwrap();
+        assert_eq!(cached.plain_len as usize, text.len());
         assert!(
-            cached.body.len() < text.len(),
-            "{} >= {}",
+            cached.body.len() * 3 < text.len(),
+            "{} bytes compressed from {}",
             cached.body.len(),
             text.len()
         );
+        assert_eq!(cached.decode().unwrap().status, object.status);
+    }
+
+    #[test]
+    fn the_dictionary_holds_both_kinds() {
+        let text = String::from_utf8(DICTIONARY.clone()).unwrap();
+        for needle in [
+            "\"RetainedMessage\"",
+            "\"ThingShadow\"",
+            "\"lastTransitionTime\"",
+        ] {
+            assert!(text.contains(needle), "{needle}");
+        }
     }
 
     fn store_with(objects: &[ThingShadow]) -> (Store<Cached<ThingShadow>>, TargetIndex) {

@@ -12,7 +12,7 @@ mod http;
 mod kinds;
 mod metrics;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -97,8 +97,9 @@ pub struct Context {
     pub events: events::EventSink,
     pub metrics: Arc<Metrics>,
     pub concurrency: u16,
-    /// Resources seen since start (first sight spreads the first refresh).
-    seen: Mutex<HashSet<String>>,
+    /// Resources seen since start, numbered in order of first sight: the number fixes
+    /// the resource's refresh phase (see [`Context::refresh_phase`]).
+    seen: Mutex<Sightings>,
     /// Consecutive failures per resource, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// resourceVersion of our last write per resource, to detect a cache behind it.
@@ -110,13 +111,42 @@ impl Context {
     fn first_sight(&self, uid: &str) -> bool {
         self.seen
             .lock()
-            .map(|mut seen| seen.insert(uid.to_string()))
+            .map(|mut seen| {
+                if seen.order.contains_key(uid) {
+                    return false;
+                }
+                let number = seen.next;
+                seen.next = seen.next.wrapping_add(1);
+                seen.order.insert(uid.to_string(), number);
+                true
+            })
             .unwrap_or(false)
+    }
+
+    /// Where in its refresh interval a resource refreshes, as a fraction in [0, 1).
+    /// The n-th resource seen gets the fractional part of n times the golden ratio
+    /// (a Weyl sequence): however many resources there are, consecutive ones land in
+    /// the largest remaining gap, so reads are spread almost exactly evenly over the
+    /// interval, without any resource knowing how many others there are. (Random or
+    /// hashed phases give Poisson clumps: at 40 reads/s the busiest second of an
+    /// interval sees about 1.5 times the mean.)
+    fn refresh_phase(&self, uid: &str) -> f64 {
+        const GOLDEN_FRACTION: f64 = 0.618_033_988_749_894_9;
+        let number = self
+            .seen
+            .lock()
+            .ok()
+            .and_then(|seen| seen.order.get(uid).copied());
+        match number {
+            Some(n) => (f64::from(n) * GOLDEN_FRACTION).fract(),
+            // Not seen (cannot happen: a pass marks its resource first); any phase works.
+            None => 0.0,
+        }
     }
 
     fn forget(&self, uid: &str) {
         if let Ok(mut seen) = self.seen.lock() {
-            seen.remove(uid);
+            seen.order.remove(uid);
         }
         if let Ok(mut written) = self.written.lock() {
             written.remove(uid);
@@ -177,6 +207,13 @@ impl Context {
         use rand::Rng;
         ceiling.mul_f64(rand::rng().random_range(0.5..1.0))
     }
+}
+
+/// The resources seen since start, each with its number in order of first sight.
+#[derive(Default)]
+struct Sightings {
+    order: HashMap<String, u32>,
+    next: u32,
 }
 
 /// Health as `/healthz` and `/readyz` report it.
