@@ -74,6 +74,7 @@ pub async fn run<K: Managed>(
     let owners = reader.clone();
     Controller::for_stream(stream, reader)
         .with_config(config)
+        .reconcile_on(ctx.tenancy.requeues(owners.clone()))
         .graceful_shutdown_on(shutdown)
         .run(
             move |obj, ctx| {
@@ -185,6 +186,9 @@ async fn reconcile_inner<K: Managed>(
     } else {
         obj
     };
+    if let Some(outcome) = super::tenancy::enforce(obj.as_ref(), ctx, &api).await? {
+        return Ok(outcome);
+    }
     let annotations = obj.annotations();
     let paused = annotations.get(PAUSED_ANNOTATION).map(String::as_str) == Some("true");
     let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
@@ -245,7 +249,7 @@ async fn reconcile_inner<K: Managed>(
         return Ok((Action::await_change(), false));
     }
 
-    if let Some(owner) = older_owner(obj.as_ref(), owners) {
+    if let Some(owner) = older_owner(obj.as_ref(), owners, &ctx.tenancy) {
         let mut status = prior.clone();
         K::set_observed_generation(&mut status, generation);
         let message = format!(
@@ -356,10 +360,15 @@ fn prior_is_current<K: Managed>(prior: &K::Status, generation: Option<i64>) -> b
 }
 
 /// The older resource targeting the same thing/shadow (or topic), if any: creation time,
-/// then namespace/name, decides. Runs on every reconcile, so the common case (no other
-/// resource with this target) is one allocation-free pass over the cache; the oldest
-/// owner is looked up only when a duplicate exists.
-fn older_owner<K: Managed>(obj: &K, store: &Store<K>) -> Option<String> {
+/// then namespace/name, decides. Resources their namespace does not allow are ignored:
+/// they never write, so they must not block an allowed one. Runs on every reconcile, so
+/// the common case (no other resource with this target) is one allocation-free pass over
+/// the cache; the oldest owner is looked up only when a duplicate exists.
+fn older_owner<K: Managed>(
+    obj: &K,
+    store: &Store<K>,
+    tenancy: &super::tenancy::Tenancy,
+) -> Option<String> {
     let key = |o: &K| {
         (
             o.meta().creation_timestamp.clone().map(|t| t.0),
@@ -371,6 +380,7 @@ fn older_owner<K: Managed>(obj: &K, store: &Store<K>) -> Option<String> {
         other.meta().deletion_timestamp.is_none()
             && other.meta().uid != obj.meta().uid
             && other.same_target(obj)
+            && tenancy.permits(other)
     };
     store.find(|other| rival(other))?;
     let mine = key(obj);
@@ -414,7 +424,7 @@ fn error_policy<K: Managed>(obj: Arc<K>, err: &OperatorError, ctx: Arc<Context>)
 }
 
 /// Server-side apply of the status, only when it changed.
-async fn write_status<K: Managed>(
+pub(super) async fn write_status<K: Managed>(
     ctx: &Context,
     api: &Api<K>,
     name: &str,
@@ -465,7 +475,7 @@ async fn add_finalizer<K: Managed>(
     json_patch(ctx, api, obj, patch).await
 }
 
-async fn remove_finalizer<K: Managed>(
+pub(super) async fn remove_finalizer<K: Managed>(
     ctx: &Context,
     api: &Api<K>,
     obj: &K,
@@ -506,7 +516,7 @@ async fn json_patch<K: Managed>(
 }
 
 /// Sends events from one Recorder; a failure to record is logged, never fatal.
-async fn publish<K: Managed>(ctx: &Context, obj: &K, events: &[SyncEvent]) {
+pub(super) async fn publish<K: Managed>(ctx: &Context, obj: &K, events: &[SyncEvent]) {
     if events.is_empty() {
         return;
     }
