@@ -530,3 +530,84 @@ async fn one_watched_namespace_follows_its_annotations() {
     assert_eq!(s.api_count("verb=get&resource=namespaces").await, 0);
     assert!(s.api_count("verb=watch&resource=namespaces").await >= 1);
 }
+
+/// `deploy/examples/tenancy/tenancy.yaml` does what its comments say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenancy_example_behaves_as_documented() {
+    let s = Stack::start("tenancy-example").await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/examples/tenancy/tenancy.yaml");
+    let text = std::fs::read_to_string(&path).expect("the example");
+    let mut expected = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let doc = <Value as serde::Deserialize>::deserialize(document).expect("a YAML document");
+        let name = doc["metadata"]["name"]
+            .as_str()
+            .expect("a name")
+            .to_string();
+        match doc["kind"].as_str() {
+            Some("Namespace") => {
+                create_namespace_with(&s, &name, doc["metadata"]["annotations"].clone()).await
+            }
+            Some(kind) => {
+                let kind = if kind == "ThingShadow" {
+                    SHADOW
+                } else {
+                    RETAINED
+                };
+                let ns = doc["metadata"]["namespace"].as_str().expect("a namespace");
+                s.create(kind, ns, &name, doc["spec"].clone()).await;
+                expected.push((kind, ns.to_string(), name));
+            }
+            None => panic!("a document without kind in {}", path.display()),
+        }
+    }
+    assert_eq!(expected.len(), 3, "{expected:?}");
+    for (kind, ns, name) in &expected {
+        if name == "thermostat" {
+            let message = wait_not_allowed(&s, *kind, ns, name).await;
+            // The comment wraps the message; compare without the line breaks.
+            let flat: String = text
+                .lines()
+                .map(|l| l.trim_start_matches('#').trim())
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(
+                flat.contains(&message),
+                "the example quotes the message: {message}"
+            );
+            assert_no_shadow(&s, "thermostat-1").await;
+        } else {
+            s.wait_ready(*kind, ns, name).await;
+        }
+    }
+
+    // `shadowsync apply` has no namespaces to read: the allow-lists do not apply to it
+    // (README, "Tenancy"). The Namespace document is skipped and the refused shadow is
+    // written.
+    let dir = s.dir.join("cli");
+    std::fs::create_dir_all(&dir).expect("a directory for the CLI state");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shadowsync"))
+        .args(["apply", "-f", path.to_str().expect("a UTF-8 path")])
+        .args(["--endpoint-url", &s.dp_url])
+        .current_dir(&dir)
+        .env_remove("SHADOWSYNC_DATA_PLANE")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "e2e")
+        .env("AWS_SECRET_ACCESS_KEY", "e2e")
+        .output()
+        .expect("run shadowsync apply");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("lighting/thermostat"))
+        .unwrap_or_else(|| panic!("no line for the thermostat: {stdout}"));
+    assert!(line.contains("True"), "{line}");
+    assert!(s.shadow("thermostat-1", None).await.is_some());
+}
