@@ -3,7 +3,8 @@
 //! Wiring only: flags, the Kubernetes client, the data plane (wrapped in the rate limiter
 //! and retry policy), one controller per kind, leader election, `/metrics`, `/healthz`,
 //! `/readyz`, and graceful shutdown on SIGTERM. The reconcile logic lives in
-//! [`controller`] and the per-kind parts in [`kinds`].
+//! [`controller`], the per-kind parts in [`kinds`] and the namespace allow-lists in
+//! [`tenancy`].
 
 mod controller;
 mod http;
