@@ -1,8 +1,8 @@
 //! The controller loop for one kind: watch, filter, reconcile, write status.
 //!
 //! A reconcile is idempotent and may be cut at any line: the tenancy check first (see
-//! [`super::tenancy`]; a refused resource goes no further), then the finalizer, then one sync
-//! pass (see [`crate::sync`]), then one server-side-apply status write only when the
+//! [`super::tenancy`]; a refused resource goes no further), then the finalizer, then one
+//! sync pass (see [`crate::sync`]), then one server-side-apply status write only when the
 //! status changed. Status writes never trigger a reconcile of their own: the watch is
 //! filtered to changes of generation, of our annotations, of finalizers and of deletion.
 

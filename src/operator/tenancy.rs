@@ -344,3 +344,138 @@ pub async fn enforce<K: Managed>(
     // A namespace change re-queues it (see `Tenancy::requeues`), as does a spec change.
     Ok(Some((Action::await_change(), false)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ThingShadow;
+    use serde_json::json;
+
+    fn namespace(name: &str, things: Option<&str>) -> Namespace {
+        let mut ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("a Namespace");
+        if let Some(value) = things {
+            ns.metadata.annotations =
+                Some([(ALLOWED_THINGS_ANNOTATION.to_string(), value.to_string())].into());
+        }
+        ns
+    }
+
+    fn shadow(namespace: &str, name: &str, thing: &str) -> ThingShadow {
+        serde_json::from_value(json!({
+            "apiVersion": "iot.shadowsync.dev/v1alpha1",
+            "kind": "ThingShadow",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"thingName": thing},
+        }))
+        .expect("a ThingShadow")
+    }
+
+    /// Feeds `events` through [`follow`] and returns what it announced and whether the
+    /// cache was marked synced.
+    async fn announced(events: Vec<watcher::Event<Namespace>>) -> (Vec<String>, bool) {
+        let (synced_tx, synced) = watch::channel(false);
+        let (changed, mut receiver) = broadcast::channel(64);
+        let stream = stream::iter(events.into_iter().map(Ok));
+        let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ready.clone();
+        follow(stream, synced_tx, changed, move || {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst)
+        })
+        .await;
+        let mut names = Vec::new();
+        while let Ok(name) = receiver.try_recv() {
+            names.push(name);
+        }
+        let synced = *synced.borrow();
+        assert_eq!(synced, ready.load(std::sync::atomic::Ordering::SeqCst));
+        (names, synced)
+    }
+
+    #[tokio::test]
+    async fn first_list_syncs_without_announcing() {
+        use watcher::Event::*;
+        let (names, synced) = announced(vec![
+            Init,
+            InitApply(namespace("a", Some("x-*"))),
+            InitApply(namespace("b", None)),
+        ])
+        .await;
+        assert!(names.is_empty());
+        assert!(!synced, "not synced before the list ends");
+        let (names, synced) =
+            announced(vec![Init, InitApply(namespace("a", Some("x-*"))), InitDone]).await;
+        assert!(names.is_empty(), "{names:?}");
+        assert!(synced);
+    }
+
+    #[tokio::test]
+    async fn only_allowance_changes_are_announced() {
+        use watcher::Event::*;
+        let mut relabelled = namespace("a", Some("x-*"));
+        relabelled.metadata.labels = Some([("team".to_string(), "x".to_string())].into());
+        let (names, _) = announced(vec![
+            Init,
+            InitApply(namespace("a", Some("x-*"))),
+            InitDone,
+            Apply(relabelled),                       // other metadata: nothing
+            Apply(namespace("a", Some("x-*, y-*"))), // changed
+            Apply(namespace("new", None)),           // first seen after the sync
+            Apply(namespace("new", None)),           // unchanged
+            Delete(namespace("a", None)),
+            Apply(namespace("a", Some("x-*, y-*"))), // back: first seen again
+        ])
+        .await;
+        assert_eq!(names, vec!["a", "new", "a"]);
+    }
+
+    #[tokio::test]
+    async fn a_relist_announces_its_changes_when_it_ends() {
+        use watcher::Event::*;
+        let (names, _) = announced(vec![
+            Init,
+            InitApply(namespace("a", Some("x-*"))),
+            InitApply(namespace("b", None)),
+            InitDone,
+            // The watch broke and the list is read again: "a" changed meanwhile.
+            Init,
+            InitApply(namespace("a", Some("y-*"))),
+            InitApply(namespace("b", None)),
+        ])
+        .await;
+        assert!(names.is_empty(), "not before the relist ends: {names:?}");
+        let (names, _) = announced(vec![
+            Init,
+            InitApply(namespace("a", Some("x-*"))),
+            InitApply(namespace("b", None)),
+            InitDone,
+            Init,
+            InitApply(namespace("a", Some("y-*"))),
+            InitApply(namespace("b", None)),
+            InitDone,
+        ])
+        .await;
+        assert_eq!(names, vec!["a"]);
+    }
+
+    #[test]
+    fn affected_resources_are_the_namespace_and_its_rivals() {
+        let (store, mut writer) = reflector::store::<ThingShadow>();
+        for obj in [
+            shadow("team", "lamp", "lamp-1"),
+            shadow("team", "door", "door-1"),
+            shadow("other", "lamp", "lamp-1"),
+            shadow("other", "hall", "hall-1"),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(obj));
+        }
+        let mut names: Vec<String> = affected(&store, Some("team"))
+            .into_iter()
+            .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["other/lamp", "team/door", "team/lamp"]);
+        assert!(affected(&store, Some("empty")).is_empty());
+        assert_eq!(affected(&store, None).len(), 4);
+    }
+}
