@@ -182,13 +182,11 @@ impl Tenancy {
     pub fn requeues<K: Managed>(&self, store: Store<K>) -> impl Stream<Item = ObjectRef<K>> + Send {
         let receiver = self.changed.subscribe();
         stream::unfold(receiver, |mut receiver| async move {
-            loop {
-                match receiver.recv().await {
-                    Ok(namespace) => return Some((Some(namespace), receiver)),
-                    // Changes were missed: look at everything.
-                    Err(broadcast::error::RecvError::Lagged(_)) => return Some((None, receiver)),
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
+            match receiver.recv().await {
+                Ok(namespace) => Some((Some(namespace), receiver)),
+                // Changes were missed: look at everything.
+                Err(broadcast::error::RecvError::Lagged(_)) => Some((None, receiver)),
+                Err(broadcast::error::RecvError::Closed) => None,
             }
         })
         .flat_map(move |namespace| stream::iter(affected(&store, namespace.as_deref())))
