@@ -91,6 +91,11 @@ impl<K: Managed> Cached<K> {
     pub fn target(&self) -> &str {
         &self.target
     }
+
+    /// The thing or topic, as the namespace allow-lists see it.
+    pub fn tenancy_target(&self) -> crate::planner::tenancy::Target<'_> {
+        K::tenancy_target_of_key(&self.target)
+    }
 }
 
 /// Field names and usual values of both kinds, as the objects' JSON spells them: LZ4
@@ -394,6 +399,10 @@ mod tests {
         );
         assert!(meta.labels.is_none());
         assert_eq!(cached.target(), object.target_key());
+        assert!(matches!(
+            cached.tenancy_target(),
+            crate::planner::tenancy::Target::Thing("thing-1")
+        ));
         assert_eq!(Cached::<ThingShadow>::kind(&()), "ThingShadow");
     }
 

@@ -1,7 +1,8 @@
 //! The controller loop for one kind: watch, filter, reconcile, write status.
 //!
-//! A reconcile is idempotent and may be cut at any line: finalizer first, then one sync
-//! pass (see [`crate::sync`]), then one server-side-apply status write only when the
+//! A reconcile is idempotent and may be cut at any line: the tenancy check first (see
+//! [`super::tenancy`]; a refused resource goes no further), then the finalizer, then one
+//! sync pass (see [`crate::sync`]), then one server-side-apply status write only when the
 //! status changed. Status writes never trigger a reconcile of their own: the watch is
 //! filtered to changes of generation, of our annotations, of finalizers and of deletion.
 
@@ -75,6 +76,7 @@ pub async fn run<K: Managed>(
     };
     Controller::for_stream(stream, reader)
         .with_config(config)
+        .reconcile_on(ctx.tenancy.requeues(owners.store.clone()))
         .graceful_shutdown_on(shutdown)
         .run(
             move |obj, ctx| {
@@ -222,6 +224,9 @@ async fn reconcile_inner<K: Managed>(
     } else {
         obj
     };
+    if let Some(outcome) = super::tenancy::enforce(obj.as_ref(), ctx, &api).await? {
+        return Ok(outcome);
+    }
     let annotations = obj.annotations();
     let paused = annotations.get(PAUSED_ANNOTATION).map(String::as_str) == Some("true");
     let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
@@ -282,7 +287,7 @@ async fn reconcile_inner<K: Managed>(
         return Ok((Action::await_change(), false));
     }
 
-    if let Some(owner) = older_owner(cached, owners) {
+    if let Some(owner) = older_owner(cached, owners, &ctx.tenancy) {
         let mut status = prior.clone();
         K::set_observed_generation(&mut status, generation);
         let message = format!(
@@ -401,8 +406,14 @@ fn prior_is_current<K: Managed>(prior: &K::Status, generation: Option<i64>) -> b
 }
 
 /// The older resource targeting the same thing/shadow (or topic), if any: creation time,
-/// then namespace/name, decides. Runs on every reconcile: one lookup in the target index.
-fn older_owner<K: Managed>(obj: &Cached<K>, owners: &Owners<K>) -> Option<String> {
+/// then namespace/name, decides. Resources their namespace does not allow are ignored:
+/// they never write, so they must not block an allowed one. Runs on every reconcile: one
+/// lookup in the target index.
+fn older_owner<K: Managed>(
+    obj: &Cached<K>,
+    owners: &Owners<K>,
+    tenancy: &super::tenancy::Tenancy,
+) -> Option<String> {
     let key = |o: &Cached<K>| {
         (
             o.meta().creation_timestamp.clone().map(|t| t.0),
@@ -415,6 +426,7 @@ fn older_owner<K: Managed>(obj: &Cached<K>, owners: &Owners<K>) -> Option<String
         .index
         .rivals(obj, &owners.store)
         .iter()
+        .filter(|other| tenancy.permits(other.as_ref()))
         .map(|other| key(other))
         .filter(|theirs| *theirs < mine)
         .min()
@@ -451,7 +463,7 @@ fn error_policy<K: Managed>(obj: Arc<Cached<K>>, err: &OperatorError, ctx: Arc<C
 }
 
 /// Server-side apply of the status, only when it changed.
-async fn write_status<K: Managed>(
+pub(super) async fn write_status<K: Managed>(
     ctx: &Context,
     api: &Api<K>,
     name: &str,
@@ -502,7 +514,7 @@ async fn add_finalizer<K: Managed>(
     json_patch(ctx, api, obj, patch).await
 }
 
-async fn remove_finalizer<K: Managed>(
+pub(super) async fn remove_finalizer<K: Managed>(
     ctx: &Context,
     api: &Api<K>,
     obj: &K,
@@ -543,7 +555,7 @@ async fn json_patch<K: Managed>(
 }
 
 /// Sends events through the operator's one sink; a failure to record is logged, never fatal.
-async fn publish<K: Managed>(ctx: &Context, obj: &K, events: &[SyncEvent]) {
+pub(super) async fn publish<K: Managed>(ctx: &Context, obj: &K, events: &[SyncEvent]) {
     if events.is_empty() {
         return;
     }

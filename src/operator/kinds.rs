@@ -16,6 +16,7 @@ use crate::api::{
     ThingShadow, ThingShadowStatus,
 };
 use crate::dataplane::DataPlaneError;
+use crate::planner::tenancy::Target;
 use crate::sync::{PayloadInput, SyncEvent, SyncOptions};
 
 /// The result of one sync pass, whatever the kind.
@@ -48,6 +49,10 @@ pub trait Managed:
     fn target_key(&self) -> String;
     /// A short human form of the target, for messages.
     fn target_display(&self) -> String;
+    /// The thing or topic, as the namespace allow-lists see it.
+    fn tenancy_target(&self) -> Target<'_>;
+    /// The same, from a [`Managed::target_key`].
+    fn tenancy_target_of_key(key: &str) -> Target<'_>;
     fn refresh_interval(&self) -> &str;
     fn conditions(status: &Self::Status) -> &[Condition];
     fn conditions_mut(status: &mut Self::Status) -> &mut Vec<Condition>;
@@ -100,6 +105,12 @@ impl Managed for ThingShadow {
             Some(name) => format!("shadow {name:?} of thing {}", self.spec.thing_name),
             None => format!("the classic shadow of thing {}", self.spec.thing_name),
         }
+    }
+    fn tenancy_target(&self) -> Target<'_> {
+        Target::Thing(&self.spec.thing_name)
+    }
+    fn tenancy_target_of_key(key: &str) -> Target<'_> {
+        Target::Thing(key.split('\0').next().unwrap_or(key))
     }
     fn refresh_interval(&self) -> &str {
         &self.spec.refresh_interval
@@ -156,6 +167,12 @@ impl Managed for RetainedMessage {
     }
     fn target_display(&self) -> String {
         format!("topic {}", self.spec.topic)
+    }
+    fn tenancy_target(&self) -> Target<'_> {
+        Target::Topic(&self.spec.topic)
+    }
+    fn tenancy_target_of_key(key: &str) -> Target<'_> {
+        Target::Topic(key)
     }
     fn refresh_interval(&self) -> &str {
         &self.spec.refresh_interval

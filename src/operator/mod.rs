@@ -3,7 +3,8 @@
 //! Wiring only: flags, the Kubernetes client, the data plane (wrapped in the rate limiter
 //! and retry policy), one controller per kind, leader election, `/metrics`, `/healthz`,
 //! `/readyz`, and graceful shutdown on SIGTERM. The reconcile logic lives in
-//! [`controller`] and the per-kind parts in [`kinds`].
+//! [`controller`], the per-kind parts in [`kinds`] and the namespace allow-lists in
+//! [`tenancy`].
 
 mod cache;
 mod controller;
@@ -11,6 +12,7 @@ mod events;
 mod http;
 mod kinds;
 mod metrics;
+mod tenancy;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -57,6 +59,15 @@ pub struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "SHADOWSYNC_NAMESPACE")]
     pub namespace: Option<String>,
+    /// A namespace without the allow-list annotation for a kind
+    /// (iot.shadowsync.dev/allowed-things, iot.shadowsync.dev/allowed-topics) may target
+    /// nothing of that kind (default: such a namespace is unrestricted).
+    #[arg(
+        long,
+        env = "SHADOWSYNC_REQUIRE_NAMESPACE_ALLOWLIST",
+        default_value_t = false
+    )]
+    pub require_namespace_allowlist: bool,
     /// Log format.
     #[arg(long, env = "SHADOWSYNC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -97,6 +108,8 @@ pub struct Context {
     pub events: events::EventSink,
     pub metrics: Arc<Metrics>,
     pub concurrency: u16,
+    /// The namespace allow-lists (see [`tenancy`]).
+    tenancy: tenancy::Tenancy,
     /// Resources seen since start, numbered in order of first sight: the number fixes
     /// the resource's refresh phase (see [`Context::refresh_phase`]).
     seen: Mutex<Sightings>,
@@ -261,6 +274,18 @@ pub async fn run(args: RunArgs) -> u8 {
     };
     info!("using the {description}");
     let syncer = Syncer::new(dataplane).with_limits(args.dataplane.limits());
+    let health = Arc::new(Health::default());
+    let tenancy = tenancy::Tenancy::start(
+        client.clone(),
+        args.namespace.as_deref(),
+        args.require_namespace_allowlist,
+        {
+            let health = health.clone();
+            move || {
+                health.synced.fetch_add(1, Ordering::SeqCst);
+            }
+        },
+    );
     let ctx = Arc::new(Context {
         events: events::EventSink::new(
             client.clone(),
@@ -271,12 +296,12 @@ pub async fn run(args: RunArgs) -> u8 {
         syncer,
         metrics: metrics.clone(),
         concurrency: args.concurrency.max(1),
+        tenancy,
         seen: Mutex::default(),
         failures: Mutex::default(),
         written: Mutex::default(),
     });
 
-    let health = Arc::new(Health::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = match http::serve(args.metrics_addr, metrics, health.clone()).await {
         Ok(server) => server,
@@ -334,7 +359,8 @@ pub async fn run(args: RunArgs) -> u8 {
         None
     };
 
-    health.expected.store(2, Ordering::SeqCst);
+    // Two controllers and the Namespace cache of the tenancy allow-lists.
+    health.expected.store(3, Ordering::SeqCst);
     let stop = {
         let stop_rx = stop_rx.clone();
         let lost = lease_lost.clone();

@@ -6,13 +6,15 @@
 //! - [`json`]: value equality with numbers compared by value, and canonical encoding;
 //! - [`shadow`]: what to write to a shadow, out-of-band edits, 409 classification, mirror;
 //! - [`retained`]: what to publish as a retained message and when;
-//! - [`conditions`]: kstatus conditions that only change when the facts change.
+//! - [`conditions`]: kstatus conditions that only change when the facts change;
+//! - [`tenancy`]: which things and topics a namespace's annotations allow.
 
 pub mod conditions;
 pub mod json;
 pub mod paths;
 pub mod retained;
 pub mod shadow;
+pub mod tenancy;
 
 #[cfg(test)]
 mod shadow_props;

@@ -8,7 +8,7 @@ import re
 import pytest
 
 import chartlib
-from chartlib import find, one, render
+from chartlib import container, find, one, render
 
 CRS = {"thingshadows", "retainedmessages"}
 GROUP = "iot.shadowsync.dev"
@@ -90,6 +90,21 @@ def test_watch_namespace_switches_to_a_role(chart):
     assert bound_subjects(cluster_binding) == [SA]
     # Leader election still in the release namespace.
     assert atoms(one(objects, "Role", "shadowsync-leader-election")) == LEASE
+
+
+def test_namespace_rule_follows_the_flags_the_operator_gets(chart):
+    """Tenancy reads Namespace annotations: with --namespace, the operator lists and watches
+    only that Namespace (field selector metadata.name), which is exactly what the
+    resourceNames-limited ClusterRole allows; without it, every Namespace."""
+    objects = render({"watchNamespace": "iot-fleet", "requireNamespaceAllowlist": True}, chart=chart)
+    args = container(objects)["args"]
+    assert "--namespace=iot-fleet" in args and "--require-namespace-allowlist" in args
+    rules = [r for r in one(objects, "ClusterRole")["rules"] if "namespaces" in r["resources"]]
+    assert rules == [{"apiGroups": [""], "resources": ["namespaces"], "resourceNames": ["iot-fleet"],
+                      "verbs": ["get", "list", "watch"]}]
+    objects = render({"requireNamespaceAllowlist": True}, chart=chart)
+    rules = [r for r in one(objects, "ClusterRole")["rules"] if "namespaces" in r["resources"]]
+    assert rules == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}]
 
 
 @pytest.mark.parametrize("rbac, expected", [

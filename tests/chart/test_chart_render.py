@@ -270,6 +270,8 @@ def test_release_name_and_overrides(chart):
         ({"metrics": {"port": 9443}}, ("metrics-addr", "0.0.0.0:9443")),
         ({"metrics": {"bindAddress": "::"}}, ("metrics-addr", "[::]:8080")),
         ({"watchNamespace": "plant"}, ("namespace", "plant")),
+        ({"requireNamespaceAllowlist": True}, ("require-namespace-allowlist", True)),
+        ({"requireNamespaceAllowlist": False}, ("require-namespace-allowlist", None)),
         ({"leaderElection": {"namespace": "kube-leases"}}, ("leader-election-namespace", "kube-leases")),
         ({"dataPlane": {"mode": "embedded"}}, ("data-plane", "embedded")),
         ({"dataPlane": {"mode": "embedded"}}, ("db", "/var/lib/shadowsync/dataplane.redb")),

@@ -79,6 +79,9 @@ BAD_VALUES = {
     "extraEnv a map": {"extraEnv": {"HTTPS_PROXY": "http://proxy"}},
     "extraArgs repeats a chart flag": {"extraArgs": ["--leader-election-namespace=x"]},
     "extraArgs not a flag": {"extraArgs": ["run"]},
+    "extraArgs repeats the allow-list flag": {"extraArgs": ["--require-namespace-allowlist"]},
+    "extraEnv overrides the allow-list flag": {"extraEnv": [{"name": "SHADOWSYNC_REQUIRE_NAMESPACE_ALLOWLIST", "value": "true"}]},
+    "requireNamespaceAllowlist a string": {"requireNamespaceAllowlist": "true"},
     "podLabels overrides the selector": {"podLabels": {"app.kubernetes.io/instance": "other"}},
     "podAnnotations value not a string": {"podAnnotations": {"prometheus.io/scrape": True}},
     "nodeSelector a list": {"nodeSelector": ["linux"]},
@@ -109,6 +112,7 @@ GOOD_VALUES = {
     "null uids": {"securityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None}},
     "pull secret objects": {"image": {"pullSecrets": [{"name": "regcred"}]}},
     "ipv6 bind": {"metrics": {"bindAddress": "::"}},
+    "allow-list required in one namespace": {"requireNamespaceAllowlist": True, "watchNamespace": "plant"},
 }
 
 
