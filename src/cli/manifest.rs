@@ -239,10 +239,16 @@ fn strict<T: DeserializeOwned>(json: &Value) -> Result<T, String> {
     let value = parsed.map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner().to_string();
-        if path == "." {
-            inner
-        } else {
-            format!("{path}: {inner}")
+        // serde reports a missing field at its parent: name the field itself, as the
+        // apiserver does (`spec.thingName: Required value`).
+        let missing = inner
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.strip_suffix('`'));
+        match (path.as_str(), missing) {
+            (".", Some(field)) => format!("{field}: required ({inner})"),
+            (_, Some(field)) => format!("{path}.{field}: required ({inner})"),
+            (".", None) => inner,
+            _ => format!("{path}: {inner}"),
         }
     })?;
     // apiVersion and kind are read above; status in a manifest is ignored, as kubectl
@@ -332,10 +338,9 @@ mod tests {
             "apiVersion: iot.shadowsync.dev/v1alpha1\nkind: ThingShadow\nmetadata: {name: m}\nspec: {desired: {}}\n",
         );
         assert_eq!(loaded.errors.len(), 1);
-        assert!(
-            loaded.errors[0].message.contains("thingName"),
-            "{}",
-            loaded.errors[0].message
+        assert_eq!(
+            loaded.errors[0].message,
+            "spec.thingName: required (missing field `thingName`)"
         );
     }
 

@@ -248,11 +248,7 @@ async fn reconcile_inner<K: Managed>(
     if let Some(owner) = older_owner(obj.as_ref(), owners) {
         let mut status = prior.clone();
         K::set_observed_generation(&mut status, generation);
-        let message = format!(
-            "{} is already managed by {} {owner}, which is older",
-            obj.target_display(),
-            K::KIND
-        );
+        let message = obj.duplicate_of(&owner).to_string();
         let fresh = !K::conditions(&prior)
             .iter()
             .any(|c| c.type_ == "Stalled" && c.reason == "DuplicateTarget");
@@ -355,14 +351,21 @@ fn prior_is_current<K: Managed>(prior: &K::Status, generation: Option<i64>) -> b
         .is_some_and(|c| c.observed_generation == generation)
 }
 
-/// The older resource targeting the same thing/shadow (or topic), if any: creation time,
-/// then namespace/name, decides. Runs on every reconcile, so the common case (no other
+/// The older resource targeting the same thing/shadow (or topic), if any: creation time
+/// decides; within the same second (the precision of `creationTimestamp`) a resource that
+/// already holds the target (it has been reconciled and is not marked `DuplicateTarget`)
+/// keeps it; then namespace/name. Runs on every reconcile, so the common case (no other
 /// resource with this target) is one allocation-free pass over the cache; the oldest
 /// owner is looked up only when a duplicate exists.
 fn older_owner<K: Managed>(obj: &K, store: &Store<K>) -> Option<String> {
     let key = |o: &K| {
+        let holds = o.status().is_some_and(|status| {
+            let conditions = K::conditions(status);
+            !conditions.is_empty() && !conditions.iter().any(|c| c.reason == "DuplicateTarget")
+        });
         (
             o.meta().creation_timestamp.clone().map(|t| t.0),
+            !holds,
             o.namespace().unwrap_or_default(),
             o.name_any(),
         )
@@ -380,7 +383,7 @@ fn older_owner<K: Managed>(obj: &K, store: &Store<K>) -> Option<String> {
         .map(|other| key(other))
         .filter(|theirs| *theirs < mine)
         .min()
-        .map(|(_, namespace, name)| format!("{namespace}/{name}"))
+        .map(|(_, _, namespace, name)| format!("{namespace}/{name}"))
 }
 
 /// Time until this resource's next refresh slot. Each resource refreshes at a fixed

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::Context;
-use crate::api::validate::parse_duration;
+use crate::api::validate::{parse_duration, MIN_REFRESH_INTERVAL};
 use crate::api::{
     Condition, ConflictStatus, ManagementPolicy, RetainedMessage, RetainedMessageStatus,
     ThingShadow, ThingShadowStatus,
@@ -48,6 +48,8 @@ pub trait Managed:
     fn same_target(&self, other: &Self) -> bool;
     /// A short human form of the target, for messages.
     fn target_display(&self) -> String;
+    /// Why this resource makes no call: `owner` (`namespace/name`) owns its target.
+    fn duplicate_of(&self, owner: &str) -> crate::api::validate::FieldError;
     fn refresh_interval(&self) -> &str;
     fn conditions(status: &Self::Status) -> &[Condition];
     fn conditions_mut(status: &mut Self::Status) -> &mut Vec<Condition>;
@@ -69,12 +71,13 @@ pub trait Managed:
         ctx: &Context,
     ) -> impl Future<Output = Result<Vec<SyncEvent>, DataPlaneError>> + Send;
 
-    /// The refresh period; an unparseable value (already reported as InvalidSpec) or `0s`
-    /// means "only on change".
+    /// The refresh period; `0s` or an invalid value (unparseable, or below the 1 s floor;
+    /// already reported as InvalidSpec) means "only on change", so that an invalid spec
+    /// such as `500ms` cannot make the operator spin on the resource.
     fn refresh(&self) -> Option<std::time::Duration> {
         parse_duration(self.refresh_interval())
             .ok()
-            .filter(|d| !d.is_zero())
+            .filter(|d| *d >= MIN_REFRESH_INTERVAL)
     }
 }
 
@@ -93,10 +96,10 @@ impl Managed for ThingShadow {
             && self.spec.shadow_name == other.spec.shadow_name
     }
     fn target_display(&self) -> String {
-        match &self.spec.shadow_name {
-            Some(name) => format!("shadow {name:?} of thing {}", self.spec.thing_name),
-            None => format!("the classic shadow of thing {}", self.spec.thing_name),
-        }
+        crate::api::validate::shadow_target(&self.spec.thing_name, self.spec.shadow_name.as_deref())
+    }
+    fn duplicate_of(&self, owner: &str) -> crate::api::validate::FieldError {
+        crate::api::validate::duplicate_shadow(&self.spec, Self::KIND, owner)
     }
     fn refresh_interval(&self) -> &str {
         &self.spec.refresh_interval
@@ -153,6 +156,9 @@ impl Managed for RetainedMessage {
     }
     fn target_display(&self) -> String {
         format!("topic {}", self.spec.topic)
+    }
+    fn duplicate_of(&self, owner: &str) -> crate::api::validate::FieldError {
+        crate::api::validate::duplicate_topic(&self.spec, Self::KIND, owner)
     }
     fn refresh_interval(&self) -> &str {
         &self.spec.refresh_interval

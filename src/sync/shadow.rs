@@ -184,6 +184,24 @@ impl Syncer {
                     out_of_band,
                 } => (update, changes, out_of_band),
             };
+            // The document limit applies to the merged document: a spec that fits alone can
+            // still overflow next to what the device reported. Refuse it here, as an invalid
+            // spec, instead of sending a write that can only answer 413.
+            if let Some(error) = merged_too_large(before.as_ref(), &update, self.limits()) {
+                let message = error.to_string();
+                pass.events
+                    .push(SyncEvent::warning("InvalidSpec", message.clone()));
+                pass.status.managed_paths = claimed;
+                pass.status.shadow = before.as_ref().map(mirror);
+                return Verdict {
+                    health: Health::Stalled {
+                        reason: "InvalidSpec",
+                        message: truncate(message, 1024),
+                    },
+                    synced: None,
+                    converged: None,
+                };
+            }
             if opts.dry_run {
                 pass.planned = changes;
                 pass.status.shadow = before.as_ref().map(mirror);
@@ -597,4 +615,36 @@ pub fn show(value: Option<&Value>) -> String {
         None => "(absent)".into(),
         Some(v) => truncate(v.to_string(), 80),
     }
+}
+
+/// The write `update` would make the shadow larger than the document limit: the error that
+/// says so, naming `spec.desired`.
+fn merged_too_large(
+    before: Option<&ShadowDocument>,
+    update: &Value,
+    limits: &crate::dataplane::ShadowLimits,
+) -> Option<crate::api::validate::FieldError> {
+    let section = |value: Option<&Value>| match value {
+        Some(Value::Object(map)) => map.clone(),
+        _ => Map::new(),
+    };
+    let mut desired = Value::Object(section(before.and_then(|d| d.state.desired.as_ref())));
+    if let Some(patch) = update.pointer("/state/desired") {
+        crate::shadow::merge(&mut desired, patch);
+    }
+    let desired = section(Some(&desired));
+    let reported = section(before.and_then(|d| d.state.reported.as_ref()));
+    let size = crate::shadow::document_size(&desired, &reported);
+    (size > limits.max_document_bytes).then(|| {
+        crate::api::validate::FieldError::new(
+            "spec.desired",
+            None,
+            format!(
+                "merged with the shadow's current document (desired and reported) it would be \
+                 {size} bytes, more than the shadow document limit of {} bytes; make it smaller \
+                 or have the device report less",
+                limits.max_document_bytes
+            ),
+        )
+    })
 }
