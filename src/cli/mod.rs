@@ -87,16 +87,43 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to stderr, so that command output on stdout stays machine-readable.
-/// `RUST_LOG` sets the filter (default: warnings, and info for shadowsync itself).
+/// `RUST_LOG` sets the filter (default: warnings, and info for shadowsync itself), except
+/// that the AWS SDK's own logs stop at info (see [`aws_sdk_detail`]).
 fn init_logging(json: bool) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,shadowsync=info"));
+    let cap = tracing_subscriber::filter::filter_fn(|meta| !aws_sdk_detail(meta));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = if json {
-        builder.json().try_init()
+        builder.json().finish().with(cap).try_init()
     } else {
-        builder.try_init()
+        builder.finish().with(cap).try_init()
     };
+}
+
+/// Crates of the AWS SDK whose debug and trace output is never written, whatever `RUST_LOG`
+/// asks for: it prints the resolved credentials (the access key ID, and the session token
+/// inside signed headers), and whole request and response bodies, which carry payloads
+/// that may come from Secrets.
+const AWS_SDK_TARGETS: &[&str] = &[
+    "aws_config",
+    "aws_credential_types",
+    "aws_runtime",
+    "aws_sdk_",
+    "aws_sigv4",
+    "aws_smithy_",
+    "aws_types",
+];
+
+/// A span or event of the AWS SDK below info.
+fn aws_sdk_detail(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() > tracing::Level::INFO
+        && AWS_SDK_TARGETS
+            .iter()
+            .any(|prefix| meta.target().starts_with(prefix))
 }
