@@ -9,7 +9,7 @@
 //! - `shadowsync apply -f`: the real binary against a `shadowsync dataplane serve` of its
 //!   own must exit with the code the case states, name the field and the rule, and write
 //!   nothing; for the cases the operator refuses, with the very message the operator put
-//!   in the `Stalled` condition.
+//!   in the `Stalled` condition. `shadowsync diff` must refuse it too (exit 2).
 //!
 //! Run with `cargo build -p test-apiserver && cargo test --test invalid_corpus -- --nocapture`
 //! to see the table of cases and the count line.
@@ -459,8 +459,9 @@ async fn put(s: &Stack, case: &Case) -> (u16, String) {
         .unwrap_or_else(|e| panic!("{}: {e}", case.name))
 }
 
-/// Runs `shadowsync apply` on every case against a data plane of its own; returns each
-/// run's exit code and output. Setup documents are applied in a run of their own first.
+/// Runs `shadowsync diff` (which must exit 2 naming the field) and `shadowsync apply` on
+/// every case against a data plane of its own; returns each apply's exit code and output.
+/// Setup documents are applied in a run of their own first.
 async fn cli_side(dp_url: &str, cases: &[Case]) -> Vec<(Option<i32>, String)> {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e/invalid-corpus/cli");
     let _ = std::fs::remove_dir_all(&root);
@@ -483,7 +484,7 @@ async fn cli_side(dp_url: &str, cases: &[Case]) -> Vec<(Option<i32>, String)> {
             let path = dir.join("first.yaml");
             std::fs::write(&path, serde_yaml::to_string(first).expect("yaml"))
                 .expect("write the first version");
-            let (code, out) = apply(&dir, dp_url, &path).await;
+            let (code, out) = run(&dir, dp_url, "apply", &path).await;
             assert_eq!(
                 code,
                 Some(0),
@@ -492,7 +493,18 @@ async fn cli_side(dp_url: &str, cases: &[Case]) -> Vec<(Option<i32>, String)> {
             );
         }
         let before = dp_stats(dp_url).await;
-        let (code, out) = apply(&dir, dp_url, &target).await;
+        // diff first: it must refuse the case too (exit 2: cannot be planned).
+        let (diff_code, diff_out) = run(&dir, dp_url, "diff", &target).await;
+        if diff_code != Some(2)
+            || !diff_out.contains(&case.field)
+            || !diff_out.contains(&case.message)
+        {
+            panic!(
+                "{}: diff exited {diff_code:?} without naming {:?} with {:?}\n{diff_out}",
+                case.name, case.field, case.message
+            );
+        }
+        let (code, out) = run(&dir, dp_url, "apply", &target).await;
         let after = dp_stats(dp_url).await;
         let writes = |s: &StatsSnapshot| {
             s.calls_of(Operation::UpdateThingShadow)
@@ -506,10 +518,11 @@ async fn cli_side(dp_url: &str, cases: &[Case]) -> Vec<(Option<i32>, String)> {
             case.name
         );
         if case.setup != Setup::Owner {
-            // The owner in the same run reads its shadow; nothing else may call.
+            // The owner in the same run reads its shadow; nothing else may call (diff and
+            // apply each read once where the case needs the cloud state).
             assert_eq!(
                 after.totals.calls - before.totals.calls,
-                case.reads,
+                2 * case.reads,
                 "{}: apply called the data plane\n{out}",
                 case.name
             );
@@ -519,11 +532,12 @@ async fn cli_side(dp_url: &str, cases: &[Case]) -> Vec<(Option<i32>, String)> {
     results
 }
 
-async fn apply(dir: &Path, dp_url: &str, file: &Path) -> (Option<i32>, String) {
+/// `shadowsync apply` or `shadowsync diff` on one file.
+async fn run(dir: &Path, dp_url: &str, verb: &str, file: &Path) -> (Option<i32>, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_shadowsync"));
     command
         .current_dir(dir)
-        .args(["apply", "--endpoint-url", dp_url, "--region", "us-east-1"])
+        .args([verb, "--endpoint-url", dp_url, "--region", "us-east-1"])
         .arg("--state")
         .arg(dir.join("state.json"))
         .arg("-f")

@@ -127,3 +127,58 @@ fn aws_sdk_detail(meta: &tracing::Metadata<'_>) -> bool {
             .iter()
             .any(|prefix| meta.target().starts_with(prefix))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::{Level, Metadata};
+
+    fn metadata(target: &'static str, level: Level) -> Metadata<'static> {
+        struct Nothing;
+        impl tracing::Callsite for Nothing {
+            fn set_interest(&self, _: tracing::subscriber::Interest) {}
+            fn metadata(&self) -> &Metadata<'_> {
+                unreachable!()
+            }
+        }
+        static CALLSITE: Nothing = Nothing;
+        Metadata::new(
+            "test",
+            target,
+            level,
+            None,
+            None,
+            None,
+            tracing::field::FieldSet::new(&[], tracing_core_identifier(&CALLSITE)),
+            tracing::metadata::Kind::EVENT,
+        )
+    }
+
+    fn tracing_core_identifier(
+        callsite: &'static dyn tracing::Callsite,
+    ) -> tracing::callsite::Identifier {
+        tracing::callsite::Identifier(callsite)
+    }
+
+    #[test]
+    fn the_aws_sdk_is_capped_at_info_and_nothing_else_is() {
+        for target in [
+            "aws_smithy_runtime::client::orchestrator::auth",
+            "aws_sigv4::http_request::sign",
+            "aws_config::meta::credentials",
+            "aws_sdk_iotdataplane::operation::publish",
+        ] {
+            assert!(aws_sdk_detail(&metadata(target, Level::TRACE)), "{target}");
+            assert!(aws_sdk_detail(&metadata(target, Level::DEBUG)), "{target}");
+            assert!(!aws_sdk_detail(&metadata(target, Level::INFO)), "{target}");
+            assert!(!aws_sdk_detail(&metadata(target, Level::WARN)), "{target}");
+        }
+        for target in [
+            "shadowsync::operator",
+            "kube_runtime::controller",
+            "hyper::proto",
+        ] {
+            assert!(!aws_sdk_detail(&metadata(target, Level::TRACE)), "{target}");
+        }
+    }
+}

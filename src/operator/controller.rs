@@ -358,18 +358,7 @@ fn prior_is_current<K: Managed>(prior: &K::Status, generation: Option<i64>) -> b
 /// resource with this target) is one allocation-free pass over the cache; the oldest
 /// owner is looked up only when a duplicate exists.
 fn older_owner<K: Managed>(obj: &K, store: &Store<K>) -> Option<String> {
-    let key = |o: &K| {
-        let holds = o.status().is_some_and(|status| {
-            let conditions = K::conditions(status);
-            !conditions.is_empty() && !conditions.iter().any(|c| c.reason == "DuplicateTarget")
-        });
-        (
-            o.meta().creation_timestamp.clone().map(|t| t.0),
-            !holds,
-            o.namespace().unwrap_or_default(),
-            o.name_any(),
-        )
-    };
+    let key = precedence::<K>;
     let rival = |other: &K| {
         other.meta().deletion_timestamp.is_none()
             && other.meta().uid != obj.meta().uid
@@ -384,6 +373,22 @@ fn older_owner<K: Managed>(obj: &K, store: &Store<K>) -> Option<String> {
         .filter(|theirs| *theirs < mine)
         .min()
         .map(|(_, _, namespace, name)| format!("{namespace}/{name}"))
+}
+
+/// The order in which resources with the same target own it (smallest first).
+type Precedence = (Option<k8s_openapi::jiff::Timestamp>, bool, String, String);
+
+fn precedence<K: Managed>(o: &K) -> Precedence {
+    let holds = o.status().is_some_and(|status| {
+        let conditions = K::conditions(status);
+        !conditions.is_empty() && !conditions.iter().any(|c| c.reason == "DuplicateTarget")
+    });
+    (
+        o.meta().creation_timestamp.clone().map(|t| t.0),
+        !holds,
+        o.namespace().unwrap_or_default(),
+        o.name_any(),
+    )
 }
 
 /// Time until this resource's next refresh slot. Each resource refreshes at a fixed
@@ -548,6 +553,44 @@ pub fn api_resource<K: Managed>() -> ApiResource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn within_the_same_second_the_resource_holding_the_target_keeps_it() {
+        use crate::api::{Condition, RetainedMessage, RetainedMessageStatus};
+        let resource = |name: &str, second: i64, status: Option<(&str, &str)>| {
+            let mut r: RetainedMessage = serde_json::from_value(json!({
+                "apiVersion": "iot.shadowsync.dev/v1alpha1",
+                "kind": "RetainedMessage",
+                "metadata": {"name": name, "namespace": "ns",
+                             "creationTimestamp": format!("2026-11-22T02:00:{second:02}Z")},
+                "spec": {"topic": "a/b", "payload": {"text": "x"}},
+            }))
+            .expect("a resource");
+            r.status = status.map(|(type_, reason)| RetainedMessageStatus {
+                conditions: vec![Condition {
+                    type_: type_.into(),
+                    status: "True".into(),
+                    reason: reason.into(),
+                    message: String::new(),
+                    observed_generation: Some(1),
+                    last_transition_time: "2026-11-22T02:00:00Z".into(),
+                }],
+                ..Default::default()
+            });
+            r
+        };
+        // Same second: the owner that already wrote beats a newcomer whose name sorts first.
+        let owner = resource("zz-owner", 5, Some(("Ready", "InSync")));
+        let newcomer = resource("aa-new", 5, None);
+        assert!(precedence(&owner) < precedence(&newcomer));
+        // A resource already marked as the duplicate does not hold the target.
+        let marked = resource("aa-new", 5, Some(("Stalled", "DuplicateTarget")));
+        assert!(precedence(&owner) < precedence(&marked));
+        // Two newcomers: the name decides, the same way for both.
+        assert!(precedence(&newcomer) < precedence(&resource("zz-other", 5, None)));
+        // Creation time comes first.
+        assert!(precedence(&resource("zz", 4, None)) < precedence(&owner));
+    }
 
     #[test]
     fn refresh_slots_fall_within_one_interval_and_spread_over_it() {
