@@ -86,6 +86,45 @@ pub fn format_errors(errors: &[FieldError]) -> String {
         .join("; ")
 }
 
+/// How messages name the shadow a `ThingShadow` targets.
+pub fn shadow_target(thing_name: &str, shadow_name: Option<&str>) -> String {
+    match shadow_name {
+        Some(name) => format!("shadow {name:?} of thing {thing_name}"),
+        None => format!("the classic shadow of thing {thing_name}"),
+    }
+}
+
+/// The refusal of a `ThingShadow` whose shadow another resource already owns. The operator
+/// and `shadowsync apply` say the same: there, the older resource owns the target; here, the
+/// first manifest that names it.
+pub fn duplicate_shadow(spec: &ThingShadowSpec, owner_kind: &str, owner: &str) -> FieldError {
+    FieldError::new(
+        "spec.thingName",
+        Some(&spec.thing_name),
+        duplicate_rule(
+            &shadow_target(&spec.thing_name, spec.shadow_name.as_deref()),
+            owner_kind,
+            owner,
+        ),
+    )
+}
+
+/// The refusal of a `RetainedMessage` whose topic another resource already owns.
+pub fn duplicate_topic(spec: &RetainedMessageSpec, owner_kind: &str, owner: &str) -> FieldError {
+    FieldError::new(
+        "spec.topic",
+        Some(&spec.topic),
+        duplicate_rule(&format!("topic {}", spec.topic), owner_kind, owner),
+    )
+}
+
+fn duplicate_rule(target: &str, owner_kind: &str, owner: &str) -> String {
+    format!(
+        "{target} is already managed by {owner_kind} {owner}; one resource per target (the one \
+         created first keeps it), so this one makes no call"
+    )
+}
+
 /// Checks a `ThingShadow` spec: names, the desired document (an object, depth, size, no
 /// `null` in arrays) and the refresh interval.
 pub fn validate_thing_shadow(

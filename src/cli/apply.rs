@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use super::manifest::{self, Manifest, Resource};
 use super::state::{RetainedEntry, ShadowEntry, StateFile};
 use super::target::DataPlaneArgs;
+use crate::api::validate::{duplicate_shadow, duplicate_topic};
 use crate::api::{RetainedMessageStatus, ThingShadowStatus, API_VERSION};
 use crate::planner::conditions::{set_conditions, Health};
 use crate::sync::{PayloadInput, SyncOptions, Syncer};
@@ -198,9 +199,7 @@ async fn reconcile(
                 .map(|owner| {
                     (
                         "DuplicateTarget",
-                        format!(
-                            "{target} is already managed by ThingShadow {owner}, which comes first"
-                        ),
+                        duplicate_shadow(spec, "ThingShadow", &owner).to_string(),
                     )
                 })
                 .or_else(|| {
@@ -255,7 +254,7 @@ async fn reconcile(
                 .map(|owner| {
                     (
                         "DuplicateTarget",
-                        format!("topic {target} is already managed by RetainedMessage {owner}, which comes first"),
+                        duplicate_topic(spec, "RetainedMessage", &owner).to_string(),
                     )
                 })
                 .or_else(|| {

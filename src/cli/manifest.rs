@@ -173,6 +173,7 @@ pub fn parse_documents(file: &str, text: &str, loaded: &mut Loaded) {
                 continue;
             }
         };
+        let json = integral_floats_as_integers(json);
         match parse_resource(&json) {
             Ok(Some(resource)) => loaded.manifests.push(Manifest { source, resource }),
             Ok(None) => loaded.skipped.push(format!(
@@ -184,6 +185,27 @@ pub fn parse_documents(file: &str, text: &str, loaded: &mut Loaded) {
             )),
             Err(message) => loaded.errors.push(LoadError { source, message }),
         }
+    }
+}
+
+/// Writes `1.0` as `1`, everywhere, as the Kubernetes apiserver does when it decodes a
+/// request (a JSON number that is not an integer literal becomes a float64, which encodes
+/// back without the fraction): `qos: 1.0` is accepted by a cluster, so apply accepts it too.
+fn integral_floats_as_integers(value: Value) -> Value {
+    match value {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(integral_floats_as_integers).collect())
+        }
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, integral_floats_as_integers(v)))
+                .collect(),
+        ),
+        other => other,
     }
 }
 
@@ -239,10 +261,16 @@ fn strict<T: DeserializeOwned>(json: &Value) -> Result<T, String> {
     let value = parsed.map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner().to_string();
-        if path == "." {
-            inner
-        } else {
-            format!("{path}: {inner}")
+        // serde reports a missing field at its parent: name the field itself, as the
+        // apiserver does (`spec.thingName: Required value`).
+        let missing = inner
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.strip_suffix('`'));
+        match (path.as_str(), missing) {
+            (".", Some(field)) => format!("{field}: required ({inner})"),
+            (_, Some(field)) => format!("{path}.{field}: required ({inner})"),
+            (".", None) => inner,
+            _ => format!("{path}: {inner}"),
         }
     })?;
     // apiVersion and kind are read above; status in a manifest is ignored, as kubectl
@@ -327,15 +355,39 @@ mod tests {
     }
 
     #[test]
+    fn integral_floats_read_as_integers_as_a_cluster_reads_them() {
+        let loaded = parse(
+            "apiVersion: iot.shadowsync.dev/v1alpha1\nkind: RetainedMessage\n\
+             metadata: {name: m}\nspec: {topic: a, payload: {json: {t: 21.0, h: 0.5}}, qos: 1.0, messageExpiry: 60.0}\n",
+        );
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        let Resource::RetainedMessage(r) = &loaded.manifests[0].resource else {
+            panic!("a RetainedMessage")
+        };
+        assert_eq!(r.spec.qos, 1);
+        assert_eq!(r.spec.message_expiry, Some(60));
+        assert_eq!(
+            r.spec.payload.json,
+            Some(serde_json::json!({"t": 21, "h": 0.5}))
+        );
+        let fraction = parse(
+            "apiVersion: iot.shadowsync.dev/v1alpha1\nkind: RetainedMessage\n\
+             metadata: {name: m}\nspec: {topic: a, payload: {text: x}, qos: 0.5}\n",
+        );
+        assert!(fraction.errors[0]
+            .message
+            .starts_with("spec.qos: invalid type"));
+    }
+
+    #[test]
     fn missing_required_field_is_named() {
         let loaded = parse(
             "apiVersion: iot.shadowsync.dev/v1alpha1\nkind: ThingShadow\nmetadata: {name: m}\nspec: {desired: {}}\n",
         );
         assert_eq!(loaded.errors.len(), 1);
-        assert!(
-            loaded.errors[0].message.contains("thingName"),
-            "{}",
-            loaded.errors[0].message
+        assert_eq!(
+            loaded.errors[0].message,
+            "spec.thingName: required (missing field `thingName`)"
         );
     }
 

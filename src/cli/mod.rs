@@ -87,16 +87,98 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to stderr, so that command output on stdout stays machine-readable.
-/// `RUST_LOG` sets the filter (default: warnings, and info for shadowsync itself).
+/// `RUST_LOG` sets the filter (default: warnings, and info for shadowsync itself), except
+/// that the AWS SDK's own logs stop at info (see [`aws_sdk_detail`]).
 fn init_logging(json: bool) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,shadowsync=info"));
+    let cap = tracing_subscriber::filter::filter_fn(|meta| !aws_sdk_detail(meta));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = if json {
-        builder.json().try_init()
+        builder.json().finish().with(cap).try_init()
     } else {
-        builder.try_init()
+        builder.finish().with(cap).try_init()
     };
+}
+
+/// Crates of the AWS SDK whose debug and trace output is never written, whatever `RUST_LOG`
+/// asks for: it prints the resolved credentials (the access key ID, and the session token
+/// inside signed headers), and whole request and response bodies, which carry payloads
+/// that may come from Secrets.
+const AWS_SDK_TARGETS: &[&str] = &[
+    "aws_config",
+    "aws_credential_types",
+    "aws_runtime",
+    "aws_sdk_",
+    "aws_sigv4",
+    "aws_smithy_",
+    "aws_types",
+];
+
+/// A span or event of the AWS SDK below info.
+fn aws_sdk_detail(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() > tracing::Level::INFO
+        && AWS_SDK_TARGETS
+            .iter()
+            .any(|prefix| meta.target().starts_with(prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::{Level, Metadata};
+
+    fn metadata(target: &'static str, level: Level) -> Metadata<'static> {
+        struct Nothing;
+        impl tracing::Callsite for Nothing {
+            fn set_interest(&self, _: tracing::subscriber::Interest) {}
+            fn metadata(&self) -> &Metadata<'_> {
+                unreachable!()
+            }
+        }
+        static CALLSITE: Nothing = Nothing;
+        Metadata::new(
+            "test",
+            target,
+            level,
+            None,
+            None,
+            None,
+            tracing::field::FieldSet::new(&[], tracing_core_identifier(&CALLSITE)),
+            tracing::metadata::Kind::EVENT,
+        )
+    }
+
+    fn tracing_core_identifier(
+        callsite: &'static dyn tracing::Callsite,
+    ) -> tracing::callsite::Identifier {
+        tracing::callsite::Identifier(callsite)
+    }
+
+    #[test]
+    fn the_aws_sdk_is_capped_at_info_and_nothing_else_is() {
+        for target in [
+            "aws_smithy_runtime::client::orchestrator::auth",
+            "aws_sigv4::http_request::sign",
+            "aws_config::meta::credentials",
+            "aws_sdk_iotdataplane::operation::publish",
+        ] {
+            assert!(aws_sdk_detail(&metadata(target, Level::TRACE)), "{target}");
+            assert!(aws_sdk_detail(&metadata(target, Level::DEBUG)), "{target}");
+            assert!(!aws_sdk_detail(&metadata(target, Level::INFO)), "{target}");
+            assert!(!aws_sdk_detail(&metadata(target, Level::WARN)), "{target}");
+        }
+        for target in [
+            "shadowsync::operator",
+            "kube_runtime::controller",
+            "hyper::proto",
+        ] {
+            assert!(!aws_sdk_detail(&metadata(target, Level::TRACE)), "{target}");
+        }
+    }
 }

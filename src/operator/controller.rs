@@ -287,14 +287,10 @@ async fn reconcile_inner<K: Managed>(
         return Ok((Action::await_change(), false));
     }
 
-    if let Some(owner) = older_owner(cached, owners, &ctx.tenancy) {
+    if let Some(owner) = older_owner(obj.as_ref(), cached, owners, &ctx.tenancy) {
         let mut status = prior.clone();
         K::set_observed_generation(&mut status, generation);
-        let message = format!(
-            "{} is already managed by {} {owner}, which is older",
-            obj.target_display(),
-            K::KIND
-        );
+        let message = obj.duplicate_of(&owner).to_string();
         let fresh = !K::conditions(&prior)
             .iter()
             .any(|c| c.type_ == "Stalled" && c.reason == "DuplicateTarget");
@@ -405,32 +401,45 @@ fn prior_is_current<K: Managed>(prior: &K::Status, generation: Option<i64>) -> b
         .is_some_and(|c| c.observed_generation == generation)
 }
 
-/// The older resource targeting the same thing/shadow (or topic), if any: creation time,
-/// then namespace/name, decides. Resources their namespace does not allow are ignored:
+/// The older resource targeting the same thing/shadow (or topic), if any: creation time
+/// decides; within the same second (the precision of `creationTimestamp`) a resource that
+/// already holds the target (it has been reconciled and is not marked `DuplicateTarget`)
+/// keeps it; then namespace/name. Resources their namespace does not allow are ignored:
 /// they never write, so they must not block an allowed one. Runs on every reconcile: one
-/// lookup in the target index.
+/// lookup in the target index; rivals, when there are any, are decoded to compare.
 fn older_owner<K: Managed>(
-    obj: &Cached<K>,
+    obj: &K,
+    cached: &Cached<K>,
     owners: &Owners<K>,
     tenancy: &super::tenancy::Tenancy,
 ) -> Option<String> {
-    let key = |o: &Cached<K>| {
-        (
-            o.meta().creation_timestamp.clone().map(|t| t.0),
-            o.meta().namespace.clone().unwrap_or_default(),
-            o.meta().name.clone().unwrap_or_default(),
-        )
-    };
-    let mine = key(obj);
+    let mine = precedence(obj);
     owners
         .index
-        .rivals(obj, &owners.store)
+        .rivals(cached, &owners.store)
         .iter()
         .filter(|other| tenancy.permits(other.as_ref()))
-        .map(|other| key(other))
+        .filter_map(|other| other.decode().ok())
+        .map(|other| precedence(&other))
         .filter(|theirs| *theirs < mine)
         .min()
-        .map(|(_, namespace, name)| format!("{namespace}/{name}"))
+        .map(|(_, _, namespace, name)| format!("{namespace}/{name}"))
+}
+
+/// The order in which resources with the same target own it (smallest first).
+type Precedence = (Option<k8s_openapi::jiff::Timestamp>, bool, String, String);
+
+fn precedence<K: Managed>(o: &K) -> Precedence {
+    let holds = o.status().is_some_and(|status| {
+        let conditions = K::conditions(status);
+        !conditions.is_empty() && !conditions.iter().any(|c| c.reason == "DuplicateTarget")
+    });
+    (
+        o.meta().creation_timestamp.clone().map(|t| t.0),
+        !holds,
+        o.namespace().unwrap_or_default(),
+        o.name_any(),
+    )
 }
 
 /// Time until this resource's next refresh slot. Each resource refreshes at a fixed
@@ -590,6 +599,44 @@ pub fn api_resource<K: Managed>() -> ApiResource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn within_the_same_second_the_resource_holding_the_target_keeps_it() {
+        use crate::api::{Condition, RetainedMessage, RetainedMessageStatus};
+        let resource = |name: &str, second: i64, status: Option<(&str, &str)>| {
+            let mut r: RetainedMessage = serde_json::from_value(json!({
+                "apiVersion": "iot.shadowsync.dev/v1alpha1",
+                "kind": "RetainedMessage",
+                "metadata": {"name": name, "namespace": "ns",
+                             "creationTimestamp": format!("2026-11-22T02:00:{second:02}Z")},
+                "spec": {"topic": "a/b", "payload": {"text": "x"}},
+            }))
+            .expect("a resource");
+            r.status = status.map(|(type_, reason)| RetainedMessageStatus {
+                conditions: vec![Condition {
+                    type_: type_.into(),
+                    status: "True".into(),
+                    reason: reason.into(),
+                    message: String::new(),
+                    observed_generation: Some(1),
+                    last_transition_time: "2026-11-22T02:00:00Z".into(),
+                }],
+                ..Default::default()
+            });
+            r
+        };
+        // Same second: the owner that already wrote beats a newcomer whose name sorts first.
+        let owner = resource("zz-owner", 5, Some(("Ready", "InSync")));
+        let newcomer = resource("aa-new", 5, None);
+        assert!(precedence(&owner) < precedence(&newcomer));
+        // A resource already marked as the duplicate does not hold the target.
+        let marked = resource("aa-new", 5, Some(("Stalled", "DuplicateTarget")));
+        assert!(precedence(&owner) < precedence(&marked));
+        // Two newcomers: the name decides, the same way for both.
+        assert!(precedence(&newcomer) < precedence(&resource("zz-other", 5, None)));
+        // Creation time comes first.
+        assert!(precedence(&resource("zz", 4, None)) < precedence(&owner));
+    }
 
     #[test]
     fn refresh_slots_fall_within_one_interval_and_spread_evenly() {

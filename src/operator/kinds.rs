@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::Context;
-use crate::api::validate::parse_duration;
+use crate::api::validate::{parse_duration, MIN_REFRESH_INTERVAL};
 use crate::api::{
     Condition, ConflictStatus, ManagementPolicy, RetainedMessage, RetainedMessageStatus,
     ThingShadow, ThingShadowStatus,
@@ -53,6 +53,8 @@ pub trait Managed:
     fn tenancy_target(&self) -> Target<'_>;
     /// The same, from a [`Managed::target_key`].
     fn tenancy_target_of_key(key: &str) -> Target<'_>;
+    /// Why this resource makes no call: `owner` (`namespace/name`) owns its target.
+    fn duplicate_of(&self, owner: &str) -> crate::api::validate::FieldError;
     fn refresh_interval(&self) -> &str;
     fn conditions(status: &Self::Status) -> &[Condition];
     fn conditions_mut(status: &mut Self::Status) -> &mut Vec<Condition>;
@@ -74,12 +76,13 @@ pub trait Managed:
         ctx: &Context,
     ) -> impl Future<Output = Result<Vec<SyncEvent>, DataPlaneError>> + Send;
 
-    /// The refresh period; an unparseable value (already reported as InvalidSpec) or `0s`
-    /// means "only on change".
+    /// The refresh period; `0s` or an invalid value (unparseable, or below the 1 s floor;
+    /// already reported as InvalidSpec) means "only on change", so that an invalid spec
+    /// such as `500ms` cannot make the operator spin on the resource.
     fn refresh(&self) -> Option<std::time::Duration> {
         parse_duration(self.refresh_interval())
             .ok()
-            .filter(|d| !d.is_zero())
+            .filter(|d| *d >= MIN_REFRESH_INTERVAL)
     }
 }
 
@@ -101,10 +104,10 @@ impl Managed for ThingShadow {
         }
     }
     fn target_display(&self) -> String {
-        match &self.spec.shadow_name {
-            Some(name) => format!("shadow {name:?} of thing {}", self.spec.thing_name),
-            None => format!("the classic shadow of thing {}", self.spec.thing_name),
-        }
+        crate::api::validate::shadow_target(&self.spec.thing_name, self.spec.shadow_name.as_deref())
+    }
+    fn duplicate_of(&self, owner: &str) -> crate::api::validate::FieldError {
+        crate::api::validate::duplicate_shadow(&self.spec, Self::KIND, owner)
     }
     fn tenancy_target(&self) -> Target<'_> {
         Target::Thing(&self.spec.thing_name)
@@ -173,6 +176,9 @@ impl Managed for RetainedMessage {
     }
     fn tenancy_target_of_key(key: &str) -> Target<'_> {
         Target::Topic(key)
+    }
+    fn duplicate_of(&self, owner: &str) -> crate::api::validate::FieldError {
+        crate::api::validate::duplicate_topic(&self.spec, Self::KIND, owner)
     }
     fn refresh_interval(&self) -> &str {
         &self.spec.refresh_interval

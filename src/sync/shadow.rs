@@ -184,6 +184,24 @@ impl Syncer {
                     out_of_band,
                 } => (update, changes, out_of_band),
             };
+            // The document limit applies to the merged document: a spec that fits alone can
+            // still overflow next to what the device reported. Refuse it here, as an invalid
+            // spec, instead of sending a write that can only answer 413.
+            if let Some(error) = merged_too_large(before.as_ref(), &update, self.limits()) {
+                let message = error.to_string();
+                pass.events
+                    .push(SyncEvent::warning("InvalidSpec", message.clone()));
+                pass.status.managed_paths = claimed;
+                pass.status.shadow = before.as_ref().map(mirror);
+                return Verdict {
+                    health: Health::Stalled {
+                        reason: "InvalidSpec",
+                        message: truncate(message, 1024),
+                    },
+                    synced: None,
+                    converged: None,
+                };
+            }
             if opts.dry_run {
                 pass.planned = changes;
                 pass.status.shadow = before.as_ref().map(mirror);
@@ -596,5 +614,88 @@ pub fn show(value: Option<&Value>) -> String {
     match value {
         None => "(absent)".into(),
         Some(v) => truncate(v.to_string(), 80),
+    }
+}
+
+/// The write `update` would make the shadow larger than the document limit: the error that
+/// says so, naming `spec.desired`.
+fn merged_too_large(
+    before: Option<&ShadowDocument>,
+    update: &Value,
+    limits: &crate::dataplane::ShadowLimits,
+) -> Option<crate::api::validate::FieldError> {
+    let section = |value: Option<&Value>| match value {
+        Some(Value::Object(map)) => map.clone(),
+        _ => Map::new(),
+    };
+    let mut desired = Value::Object(section(before.and_then(|d| d.state.desired.as_ref())));
+    if let Some(patch) = update.pointer("/state/desired") {
+        crate::shadow::merge(&mut desired, patch);
+    }
+    let desired = section(Some(&desired));
+    let reported = section(before.and_then(|d| d.state.reported.as_ref()));
+    let size = crate::shadow::document_size(&desired, &reported);
+    (size > limits.max_document_bytes).then(|| {
+        crate::api::validate::FieldError::new(
+            "spec.desired",
+            None,
+            format!(
+                "merged with the shadow's current document (desired and reported) it would be \
+                 {size} bytes, more than the shadow document limit of {} bytes; make it smaller \
+                 or have the device report less",
+                limits.max_document_bytes
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod merged_size_tests {
+    use super::*;
+    use crate::dataplane::{ShadowDocument, ShadowLimits, ShadowState};
+    use serde_json::json;
+
+    fn doc(desired: Value, reported: Value) -> ShadowDocument {
+        ShadowDocument {
+            state: ShadowState {
+                desired: Some(desired),
+                reported: Some(reported),
+                delta: None,
+            },
+            version: 3,
+            ..Default::default()
+        }
+    }
+
+    fn limits(max_document_bytes: usize) -> ShadowLimits {
+        ShadowLimits {
+            max_document_bytes,
+            ..ShadowLimits::default()
+        }
+    }
+
+    #[test]
+    fn a_write_that_fits_alone_can_overflow_next_to_the_reported_state() {
+        let before = doc(json!({}), json!({"log": "r".repeat(60)}));
+        let update = json!({"state": {"desired": {"notes": "d".repeat(60)}}});
+        assert!(merged_too_large(None, &update, &limits(100)).is_none());
+        let error = merged_too_large(Some(&before), &update, &limits(100)).expect("too large");
+        assert_eq!(error.field, "spec.desired");
+        assert!(error
+            .rule
+            .contains("more than the shadow document limit of 100 bytes"));
+    }
+
+    #[test]
+    fn keys_the_write_removes_do_not_count() {
+        // The write nulls a large key it owned and sets a small one: the result is small.
+        let before = doc(json!({"old": "o".repeat(80)}), json!({}));
+        let update = json!({"state": {"desired": {"old": null, "new": 1}}});
+        assert!(merged_too_large(Some(&before), &update, &limits(100)).is_none());
+        // Exactly at the limit is allowed, one byte more is not.
+        let size =
+            crate::shadow::document_size(json!({"new": 1}).as_object().unwrap(), &Map::new());
+        assert!(merged_too_large(Some(&before), &update, &limits(size)).is_none());
+        assert!(merged_too_large(Some(&before), &update, &limits(size - 1)).is_some());
     }
 }

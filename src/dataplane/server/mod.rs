@@ -390,6 +390,14 @@ pub async fn run(args: ServeArgs) -> Result<(), ServerError> {
     };
     let mut signals = Signals::install()?;
     let handle = start(store, options).await?;
+    if !handle.addr.ip().is_loopback() {
+        tracing::warn!(
+            addr = %handle.addr,
+            "listening on a non-loopback address (--allow-remote): the server accepts any \
+             credentials, so anyone who can reach it can read and write every shadow and \
+             retained message"
+        );
+    }
     {
         use std::io::Write as _;
         let mut stdout = io::stdout().lock();
