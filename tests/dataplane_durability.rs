@@ -122,7 +122,10 @@ fn publish_request(writer: usize, key: usize, seq: u64) -> PublishRequest {
             .into(),
         qos: (seq % 2) as i32,
         retain: true,
-        user_properties: vec![("seq".into(), seq.to_string()), ("w".into(), writer.to_string())],
+        user_properties: vec![
+            ("seq".into(), seq.to_string()),
+            ("w".into(), writer.to_string()),
+        ],
         ..PublishRequest::default()
     }
 }
@@ -212,9 +215,9 @@ fn metadata_covers(state: &Value, metadata: &Value) -> bool {
         Value::Object(map) => map
             .iter()
             .all(|(k, v)| metadata.get(k).is_some_and(|m| metadata_covers(v, m))),
-        Value::Array(items) => metadata.as_array().is_some_and(|m| {
-            m.len() == items.len() && m.iter().all(|e| e["timestamp"].is_i64())
-        }),
+        Value::Array(items) => metadata
+            .as_array()
+            .is_some_and(|m| m.len() == items.len() && m.iter().all(|e| e["timestamp"].is_i64())),
         _ => metadata["timestamp"].is_i64(),
     }
 }
@@ -232,14 +235,19 @@ async fn check(plane: &AwsDataPlane, ledger: &mut Ledger) -> (u64, u64, u64) {
             Err(err) => panic!("GetThingShadow {name}: {err}"),
         };
         let Some(doc) = doc else {
-            assert_eq!(state.applied, 0, "{name}: acknowledged writes lost: {state:?}");
+            assert_eq!(
+                state.applied, 0,
+                "{name}: acknowledged writes lost: {state:?}"
+            );
             if state.in_flight.take().is_some() {
                 absent += 1;
             }
             continue;
         };
         let got = doc.state.desired.clone().unwrap_or(Value::Null);
-        let seq = got["seq"].as_u64().unwrap_or_else(|| panic!("{name}: {got}"));
+        let seq = got["seq"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: {got}"));
         assert_eq!(got, desired(*writer, seq), "{name}: a half-applied write");
         let in_flight_applied = if Some(seq) == state.last && state.in_flight != Some(seq) {
             false
@@ -277,7 +285,10 @@ async fn check(plane: &AwsDataPlane, ledger: &mut Ledger) -> (u64, u64, u64) {
             Err(err) => panic!("GetRetainedMessage {name}: {err}"),
         };
         let Some(message) = message else {
-            assert_eq!(state.applied, 0, "{name}: acknowledged publishes lost: {state:?}");
+            assert_eq!(
+                state.applied, 0,
+                "{name}: acknowledged publishes lost: {state:?}"
+            );
             if state.in_flight.take().is_some() {
                 absent += 1;
             }
@@ -285,9 +296,14 @@ async fn check(plane: &AwsDataPlane, ledger: &mut Ledger) -> (u64, u64, u64) {
         };
         let payload: Value = serde_json::from_slice(&message.payload)
             .unwrap_or_else(|e| panic!("{name}: payload is not the JSON written: {e}"));
-        let seq = payload["seq"].as_u64().unwrap_or_else(|| panic!("{name}: {payload}"));
+        let seq = payload["seq"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: {payload}"));
         let want = publish_request(*writer, *key, seq);
-        assert_eq!(message.payload, want.payload, "{name}: a half-applied publish");
+        assert_eq!(
+            message.payload, want.payload,
+            "{name}: a half-applied publish"
+        );
         assert_eq!(message.qos, want.qos, "{name}: qos of another write");
         assert_eq!(
             message.user_properties, want.user_properties,
@@ -330,19 +346,19 @@ async fn acknowledged_writes_survive_sigkill() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let (mut total_confirmed, mut total_landed, mut total_absent) = (0, 0, 0);
-    // Each writer's seqs continue over the cycles.
-    let mut next_seq = [0u64; SHADOW_WRITERS + RETAINED_WRITERS];
+    // Seqs grow over the cycles: each cycle starts past every seq used before (a writer
+    // makes far fewer than a million writes in one cycle).
 
     for cycle in 0..CYCLES {
+        let first_seq = 1_000_000 * cycle as u64;
         let server = Server::start(&db, &log);
         let mut tasks = Vec::new();
         for w in 0..SHADOW_WRITERS {
-            let task = shadow_writer(server.url.clone(), w, next_seq[w], ledger.clone());
+            let task = shadow_writer(server.url.clone(), w, first_seq, ledger.clone());
             tasks.push(tokio::spawn(task));
         }
         for w in 0..RETAINED_WRITERS {
-            let slot = SHADOW_WRITERS + w;
-            let task = retained_writer(server.url.clone(), w, next_seq[slot], ledger.clone());
+            let task = retained_writer(server.url.clone(), w, first_seq, ledger.clone());
             tasks.push(tokio::spawn(task));
         }
         // Let the stream run, then kill at a random moment of it. The wait is the
@@ -376,10 +392,6 @@ async fn acknowledged_writes_survive_sigkill() {
         total_confirmed = confirmed;
         total_landed += landed;
         total_absent += absent;
-        for seq in next_seq.iter_mut() {
-            // Past every seq used so far, in-flight ones included.
-            *seq = 1_000_000 * (cycle as u64 + 1);
-        }
         *ledger.lock().unwrap() = taken;
         server.kill();
     }

@@ -77,7 +77,7 @@ fn topic_name(i: usize) -> String {
 
 fn shadow_desired(i: usize, round: u32) -> Value {
     json!({
-        "power": if round % 2 == 0 { "on" } else { "off" },
+        "power": if round.is_multiple_of(2) { "on" } else { "off" },
         "level": round,
         "settings": {"id": i, "mode": format!("m{round}")},
     })
@@ -145,9 +145,13 @@ impl Figures {
 }
 
 async fn target_stats(s: &Stack) -> TargetStats {
-    let (code, body) = http("GET", &format!("{}/_shadowsync/stats/targets", s.dp_url), b"")
-        .await
-        .unwrap_or_else(|e| panic!("target stats: {e}"));
+    let (code, body) = http(
+        "GET",
+        &format!("{}/_shadowsync/stats/targets", s.dp_url),
+        b"",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("target stats: {e}"));
     assert_eq!(code, 200, "target stats: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("target stats {body}: {e}"))
 }
@@ -371,10 +375,15 @@ async fn scenario(
         s.set_faults(json!({})).await;
         let injected = &stats_after.0.injected;
         let before = &stats_before.0.injected;
-        let count = injected.throttled + injected.errors + injected.dropped
+        let count = injected.throttled
+            + injected.errors
+            + injected.dropped
             + injected.dropped_after
             + injected.delayed
-            - (before.throttled + before.errors + before.dropped + before.dropped_after
+            - (before.throttled
+                + before.errors
+                + before.dropped
+                + before.dropped_after
                 + before.delayed);
         assert!(count > 0, "{name}: no fault was injected");
     }
@@ -450,7 +459,12 @@ async fn fault_matrix() {
     assert_cloud_matches(&s, &fleet, "create").await;
     let totals = target_stats(&s).await;
     for i in 0..RETAINED {
-        assert_eq!(totals.publishes_of(&topic_name(i)), 1, "create: {}", topic_name(i));
+        assert_eq!(
+            totals.publishes_of(&topic_name(i)),
+            1,
+            "create: {}",
+            topic_name(i)
+        );
     }
     say(&format!(
         "fault-matrix create: {} resources Ready in {:.1}s, {} calls",
@@ -469,7 +483,10 @@ async fn fault_matrix() {
         ("latency-300ms", json!({"latencyMs": 300})),
         // Half before the request reaches the store, half after it was applied with the
         // answer lost: the case where a blind retry would publish twice.
-        ("dropped-10+10%", json!({"dropRate": 0.1, "dropAfterRate": 0.1})),
+        (
+            "dropped-10+10%",
+            json!({"dropRate": 0.1, "dropAfterRate": 0.1}),
+        ),
     ] {
         round += 1;
         let f = scenario(&s, &mut fleet, round, name, Some(faults)).await;
@@ -531,11 +548,14 @@ async fn fault_matrix() {
     }
 
     // ---- Kubernetes faults
-    for name in ["k8s-409-status", "k8s-watch-cut", "k8s-410-relist", "k8s-restart"] {
+    for name in [
+        "k8s-409-status",
+        "k8s-watch-cut",
+        "k8s-410-relist",
+        "k8s-restart",
+    ] {
         round += 1;
-        let conflicts_before = s
-            .api_count("verb=patch&subresource=status&code=409")
-            .await;
+        let conflicts_before = s.api_count("verb=patch&subresource=status&code=409").await;
         let stats_before = s.stats().await;
         let targets_before = target_stats(&s).await;
         let declared_before = fleet.declared.clone();
@@ -586,10 +606,8 @@ async fn fault_matrix() {
             &declared_before,
             &fleet.declared,
         );
-        let conflicts = s
-            .api_count("verb=patch&subresource=status&code=409")
-            .await
-            - conflicts_before;
+        let conflicts =
+            s.api_count("verb=patch&subresource=status&code=409").await - conflicts_before;
         if name == "k8s-409-status" {
             assert!(conflicts > 0, "{name}: no status write got 409");
         }
@@ -687,7 +705,9 @@ async fn fault_matrix() {
             fleet.declared[&topic]
         );
     }
-    let published: u64 = (0..RETAINED).map(|i| totals.publishes_of(&topic_name(i))).sum();
+    let published: u64 = (0..RETAINED)
+        .map(|i| totals.publishes_of(&topic_name(i)))
+        .sum();
     let declared: u64 = fleet.declared.values().sum();
     say("fault-matrix summary:");
     for f in &figures {

@@ -464,7 +464,7 @@ impl DataPlane for Resilient {
         self.run_with(PUBLISH, None, Repeat::NotAfterUnknownOutcome, || {
             self.inner.publish(request)
         })
-            .await
+        .await
     }
 
     async fn get_retained_message(

@@ -328,15 +328,21 @@ async fn get_thing_shadow(
     query: QueryArg,
 ) -> Response {
     let thing = thing_of(&path);
-    app.call(Operation::GetThingShadow, &conn, thing.as_deref(), None, async {
-        let thing = path_value(path, "thingName")?;
-        let shadow = shadow_name(&query_params(query)?)?;
-        let doc = app
-            .store
-            .get_thing_shadow(&thing, shadow.as_deref())
-            .await?;
-        to_json(&doc)
-    })
+    app.call(
+        Operation::GetThingShadow,
+        &conn,
+        thing.as_deref(),
+        None,
+        async {
+            let thing = path_value(path, "thingName")?;
+            let shadow = shadow_name(&query_params(query)?)?;
+            let doc = app
+                .store
+                .get_thing_shadow(&thing, shadow.as_deref())
+                .await?;
+            to_json(&doc)
+        },
+    )
     .await
 }
 
@@ -430,20 +436,26 @@ async fn get_retained_message(
     path: PathArg,
 ) -> Response {
     let target = thing_of(&path);
-    app.call(Operation::GetRetainedMessage, &conn, None, target.as_deref(), async {
-        let topic = path_value(path, "topic")?;
-        let message = app.store.get_retained_message(&topic).await?;
-        let mut body = json!({
-            "topic": message.topic,
-            "payload": STANDARD.encode(&message.payload),
-            "qos": message.qos,
-            "lastModifiedTime": message.last_modified_time,
-        });
-        if let Some(properties) = wire::encode_user_properties(&message.user_properties) {
-            body["userProperties"] = Value::String(properties);
-        }
-        Ok(json_ok(&body))
-    })
+    app.call(
+        Operation::GetRetainedMessage,
+        &conn,
+        None,
+        target.as_deref(),
+        async {
+            let topic = path_value(path, "topic")?;
+            let message = app.store.get_retained_message(&topic).await?;
+            let mut body = json!({
+                "topic": message.topic,
+                "payload": STANDARD.encode(&message.payload),
+                "qos": message.qos,
+                "lastModifiedTime": message.last_modified_time,
+            });
+            if let Some(properties) = wire::encode_user_properties(&message.user_properties) {
+                body["userProperties"] = Value::String(properties);
+            }
+            Ok(json_ok(&body))
+        },
+    )
     .await
 }
 
