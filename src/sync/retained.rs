@@ -17,8 +17,8 @@ use crate::api::{
 use crate::dataplane::{DataPlaneError, ErrorKind, PublishRequest, RetainedMessageData};
 use crate::planner::conditions::{set_conditions, Health};
 use crate::planner::retained::{
-    message_sha256, payload_fingerprint, plan_retained, publish_request, rfc3339_from_millis,
-    RetainedPlan,
+    adoptable, message_sha256, payload_fingerprint, plan_retained, publish_request,
+    rfc3339_from_millis, RetainedPlan,
 };
 
 /// Where the payload of a `secretKeyRef`/`configMapKeyRef` comes from.
@@ -478,11 +478,13 @@ fn visible_match(desired: &PublishRequest, observed: &RetainedMessageData) -> bo
 /// payload. That is our own publish whose record was lost (a dropped answer, a crash
 /// before the status write, a failed status write).
 ///
-/// Only a change of the visible content counts: a spec change in attributes that
-/// GetRetainedMessage does not show (content type, expiry, ...) or in user properties
-/// alone cannot be told from the old message, so it is published (at worst once more).
-/// A resource never published (no `appliedSha256`) is left to the planner's adoption
-/// rule, which pins hidden attributes with one publish.
+/// Only a change of the visible content counts: a spec change in user properties alone
+/// cannot be told from the old message, so it is published (at worst once more). As in
+/// the planner's adoption of an existing message, a spec that sets attributes
+/// GetRetainedMessage cannot show (content type other than JSON's, expiry, response
+/// topic, correlation data) is published all the same, so that they are pinned even if
+/// someone else put the same content there. A resource never published (no
+/// `appliedSha256`) is left to the planner's adoption rule.
 fn landed_unrecorded(
     prior: &RetainedMessageStatus,
     sha: &str,
@@ -492,7 +494,7 @@ fn landed_unrecorded(
     let Some(applied) = prior.applied_sha256.as_deref() else {
         return false;
     };
-    if applied == sha || !visible_match(desired, observed) {
+    if applied == sha || !adoptable(desired) || !visible_match(desired, observed) {
         return false;
     }
     let observed_sha = hex::encode(Sha256::digest(&observed.payload));

@@ -246,6 +246,34 @@ async fn a_change_only_in_attributes_the_cloud_does_not_show_is_still_published(
 }
 
 #[tokio::test]
+async fn hidden_attributes_are_pinned_even_when_the_cloud_shows_the_new_content() {
+    let plane = Lossy::new();
+    let syncer = syncer(&plane);
+    let one = retained(json!({"text": "one"}));
+    let recorded = pass(&syncer, &one, &RetainedMessageStatus::default())
+        .await
+        .status;
+    // Someone else puts the new content there, without the expiry the spec declares.
+    let mut two = retained(json!({"text": "two"}));
+    plane
+        .inner
+        .publish(&PublishRequest {
+            topic: two.topic.clone(),
+            payload: Bytes::from_static(b"two"),
+            retain: true,
+            ..PublishRequest::default()
+        })
+        .await
+        .unwrap();
+    two.message_expiry = Some(3600);
+
+    let next = pass(&syncer, &two, &recorded).await;
+
+    assert_eq!(next.publishes, 1, "the expiry must reach the broker");
+    assert_eq!(plane.applied_publishes.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
 async fn someone_else_publishing_the_old_content_is_not_taken_for_ours() {
     let plane = Lossy::new();
     let syncer = syncer(&plane);
