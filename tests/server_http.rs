@@ -945,6 +945,52 @@ async fn dropped_requests_get_no_answer() {
 }
 
 #[tokio::test]
+async fn dropped_after_apply_loses_the_answer_but_keeps_the_write() {
+    let s = Server::start().await;
+    assert_eq!(
+        s.put_faults(json!({"dropAfterRate": 1.0, "operations": ["Publish"]}))
+            .await
+            .status,
+        200
+    );
+    let result = http(
+        s.addr(),
+        "POST",
+        "/topics/site%2Fa?retain=true&qos=1",
+        &[],
+        b"hello",
+    )
+    .await;
+    assert!(result.is_err(), "got an answer: {result:?}");
+    // Applied all the same: the retained message is there.
+    let reply = s.call("GET", "/retainedMessage/site%2Fa").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["payload"], json!("aGVsbG8="));
+    let stats = s.stats().await;
+    assert_eq!(stats.count(Operation::Publish, "Dropped"), 1);
+    assert_eq!(stats.injected.dropped_after, 1);
+    assert_eq!(stats.injected.dropped, 0);
+
+    // Per target: calls on the topic (the publish and the read), and one applied publish.
+    let reply = s.call("GET", "/_shadowsync/stats/targets").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let targets = reply.json();
+    assert_eq!(targets["calls"]["site/a"], json!(2), "{targets}");
+    assert_eq!(targets["publishes"]["site/a"], json!(1), "{targets}");
+    assert_eq!(s.handle.target_stats().publishes_of("site/a"), 1);
+
+    // A publish dropped before the store saw it is no publish.
+    s.put_faults(json!({"dropRate": 1.0, "operations": ["Publish"]}))
+        .await;
+    let result = http(s.addr(), "POST", "/topics/site%2Fa?retain=true", &[], b"x").await;
+    assert!(result.is_err(), "got an answer: {result:?}");
+    assert_eq!(s.handle.target_stats().publishes_of("site/a"), 1);
+    assert_eq!(s.handle.target_stats().calls_of("site/a"), 3);
+    s.call("POST", "/_shadowsync/stats/reset").await;
+    assert_eq!(s.handle.target_stats(), Default::default());
+}
+
+#[tokio::test]
 async fn stats_count_calls_by_operation_and_outcome_and_reset() {
     let s = Server::start().await;
     let doc = br#"{"state":{"desired":{"a":1}}}"#;

@@ -12,6 +12,12 @@
 //! A 409 and every other 4xx go back to the caller at once: the reconciler decides what
 //! a conflict means. Retries pass through the limiter again, as AWS counts them too.
 //!
+//! One exception: a Publish that failed in transport (the connection dropped, a timeout)
+//! may have been applied with its answer lost, and a second Publish would reach every
+//! subscriber twice. It goes back to the caller, which reads the retained message to
+//! learn what happened (see [`crate::sync`]). Shadow updates need no such care: the
+//! reconciler's carry the version they read, so a repeat of an applied one gets 409.
+//!
 //! The limiter uses tokio's clock, so tests run it in virtual time.
 
 use std::collections::HashMap;
@@ -196,6 +202,22 @@ impl Resilient {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, DataPlaneError>>,
     {
+        self.run_with(operation, thing, Repeat::Safe, call).await
+    }
+
+    /// [`Resilient::run`] for a call that must not be repeated when its outcome is
+    /// unknown (`repeat`).
+    async fn run_with<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        thing: Option<&str>,
+        repeat: Repeat,
+        call: F,
+    ) -> Result<T, DataPlaneError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, DataPlaneError>>,
+    {
         let max_attempts = self.policy.max_attempts.max(1);
         let mut attempt = 1;
         loop {
@@ -213,7 +235,7 @@ impl Resilient {
                 result
             };
             match result {
-                Err(err) if err.kind.is_retryable() && attempt < max_attempts => {
+                Err(err) if repeat.retries(&err) && attempt < max_attempts => {
                     let delay = self.policy.backoff(attempt, &mut rand::rng());
                     tracing::debug!(
                         operation,
@@ -280,6 +302,29 @@ impl Resilient {
     #[cfg(test)]
     fn tracked_things(&self) -> usize {
         lock(&self.things).states.len()
+    }
+}
+
+/// Whether a failed call may be sent again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Repeat {
+    /// Any retryable failure: repeating the call is harmless (reads, and writes that
+    /// carry a version or set absolute values).
+    Safe,
+    /// Only failures that prove the call was not applied (an error answer); never a
+    /// transport failure, after which the call may have been applied with its answer
+    /// lost. Publish: every repeat reaches the subscribers.
+    NotAfterUnknownOutcome,
+}
+
+impl Repeat {
+    fn retries(self, err: &DataPlaneError) -> bool {
+        match self {
+            Repeat::Safe => err.kind.is_retryable(),
+            Repeat::NotAfterUnknownOutcome => {
+                err.kind.is_retryable() && err.kind != super::ErrorKind::Transport
+            }
+        }
     }
 }
 
@@ -416,8 +461,10 @@ impl DataPlane for Resilient {
     }
 
     async fn publish(&self, request: &PublishRequest) -> Result<(), DataPlaneError> {
-        self.run(PUBLISH, None, || self.inner.publish(request))
-            .await
+        self.run_with(PUBLISH, None, Repeat::NotAfterUnknownOutcome, || {
+            self.inner.publish(request)
+        })
+        .await
     }
 
     async fn get_retained_message(
@@ -637,6 +684,40 @@ mod tests {
         // The table above covers these two, named here because the reconciler relies on it.
         assert!(!ErrorKind::Conflict.is_retryable());
         assert!(!ErrorKind::InvalidRequest.is_retryable());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn publish_is_not_repeated_after_an_unknown_outcome() {
+        let request = PublishRequest {
+            topic: "a/b".into(),
+            ..PublishRequest::default()
+        };
+        // A dropped connection: maybe applied, so the caller must look, not repeat.
+        let inner = Arc::new(Scripted::failing(&[Some(ErrorKind::Transport)]));
+        let plane = wrap(&inner, retry_only());
+        let err = plane.publish(&request).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Transport);
+        assert_eq!(inner.call_times().len(), 1);
+
+        // An error answer means not applied: retried as before.
+        let inner = Arc::new(Scripted::failing(&[
+            Some(ErrorKind::Throttling),
+            Some(ErrorKind::ServiceUnavailable),
+            Some(ErrorKind::InternalFailure),
+        ]));
+        let plane = wrap(&inner, retry_only());
+        plane.publish(&request).await.unwrap();
+        assert_eq!(inner.call_times().len(), 4);
+
+        // Reads and versioned shadow updates are still retried after a transport failure.
+        let inner = Arc::new(Scripted::failing(&[Some(ErrorKind::Transport); 2]));
+        let plane = wrap(&inner, retry_only());
+        plane.get_retained_message("a/b").await.unwrap();
+        plane
+            .update_thing_shadow("t", None, Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(inner.call_times().len(), 4);
     }
 
     #[test]

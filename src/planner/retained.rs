@@ -294,7 +294,7 @@ pub fn plan_retained(
 
 /// No attribute that GetRetainedMessage cannot return, beyond the JSON content type the
 /// json payload implies.
-fn adoptable(desired: &PublishRequest) -> bool {
+pub fn adoptable(desired: &PublishRequest) -> bool {
     desired.response_topic.is_none()
         && desired.correlation_data.is_none()
         && desired.message_expiry.is_none()

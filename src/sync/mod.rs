@@ -7,6 +7,8 @@
 
 mod retained;
 mod shadow;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;

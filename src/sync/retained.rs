@@ -14,11 +14,11 @@ use crate::api::validate::validate_retained_message;
 use crate::api::{
     ManagementPolicy, RetainedDeletionPolicy, RetainedMessageSpec, RetainedMessageStatus,
 };
-use crate::dataplane::{DataPlaneError, PublishRequest, RetainedMessageData};
+use crate::dataplane::{DataPlaneError, ErrorKind, PublishRequest, RetainedMessageData};
 use crate::planner::conditions::{set_conditions, Health};
 use crate::planner::retained::{
-    message_sha256, payload_fingerprint, plan_retained, publish_request, rfc3339_from_millis,
-    RetainedPlan,
+    adoptable, message_sha256, payload_fingerprint, plan_retained, publish_request,
+    rfc3339_from_millis, RetainedPlan,
 };
 
 /// Where the payload of a `secretKeyRef`/`configMapKeyRef` comes from.
@@ -209,6 +209,24 @@ impl Syncer {
         };
         let force = opts.force || prior.applied_sha256.as_deref() != Some(sha.as_str());
         let now_ms = Utc::now().timestamp_millis();
+        if let Some(landed) = observed
+            .as_ref()
+            .filter(|o| landed_unrecorded(prior, &sha, desired, o))
+        {
+            // Our publish of this spec landed but its record did not (the answer was
+            // lost, the operator was killed before the status write, or the status
+            // write failed): publishing again would reach every subscriber twice.
+            record_publish(status, desired, &sha, landed.last_modified_time);
+            mirror(status, landed);
+            let message = "the retained message matches the spec".to_string();
+            return Step::from((
+                Health::Ready {
+                    reason: "InSync",
+                    message: message.clone(),
+                },
+                Some((true, "InSync", message)),
+            ));
+        }
         let plan = plan_retained(
             desired,
             observed.as_ref(),
@@ -314,18 +332,27 @@ impl Syncer {
             ));
         }
         if let Err(err) = self.dataplane().publish(desired).await {
-            return Step::from(failure(&err));
+            if err.kind != ErrorKind::Transport {
+                return Step::from(failure(&err));
+            }
+            // No answer: the publish may have been applied (the data-plane client does
+            // not repeat it, see `Resilient`). Look instead of publishing again.
+            match self.publish_landed(desired, observed.as_ref()).await {
+                Some(landed) => {
+                    record_publish(status, desired, &sha, landed.last_modified_time);
+                    mirror(status, &landed);
+                }
+                // Not (yet) there: fail the pass; the next one reads again first, and
+                // a publish that lands late is recognised then (`landed_unrecorded`).
+                None => return Step::from(failure(&err)),
+            }
+        } else {
+            let now = Utc::now();
+            // Millisecond precision: the planner compares it with AWS's lastModifiedTime.
+            record_publish(status, desired, &sha, now.timestamp_millis());
+            // AWS's own store time is read back on the next refresh.
+            status.last_modified_time = Some(rfc3339(now));
         }
-        let now = Utc::now();
-        status.publish_count += 1;
-        // Millisecond precision: the planner compares it with AWS's lastModifiedTime.
-        status.last_publish_time = rfc3339_from_millis(now.timestamp_millis());
-        status.applied_sha256 = Some(sha);
-        status.payload_sha256 = Some(hex::encode(Sha256::digest(&desired.payload)));
-        status.payload_size = Some(desired.payload.len() as u64);
-        status.qos = u8::try_from(desired.qos).ok();
-        // AWS's own store time is read back on the next refresh.
-        status.last_modified_time = Some(rfc3339(now));
         events.push(SyncEvent::normal(
             "Published",
             format!(
@@ -345,6 +372,20 @@ impl Syncer {
             publishes: 1,
             planned: None,
         }
+    }
+
+    /// After a publish whose answer was lost: the retained message as read now, if it is
+    /// `desired` and was stored after `before` (the message read before the publish).
+    async fn publish_landed(
+        &self,
+        desired: &PublishRequest,
+        before: Option<&RetainedMessageData>,
+    ) -> Option<RetainedMessageData> {
+        let after = found(self.dataplane().get_retained_message(&desired.topic).await)
+            .ok()
+            .flatten()?;
+        let stored_since = before.is_none_or(|b| after.last_modified_time != b.last_modified_time);
+        (visible_match(desired, &after) && stored_since).then_some(after)
     }
 
     /// Deletion cleanup by `deletionPolicy`. `Delete` publishes an empty retained payload
@@ -406,6 +447,59 @@ impl From<(Health, Option<(bool, &'static str, String)>)> for Step {
             planned: None,
         }
     }
+}
+
+/// Records a publish of `desired` (hash `sha`) stored at `stored_ms` (epoch ms).
+fn record_publish(
+    status: &mut RetainedMessageStatus,
+    desired: &PublishRequest,
+    sha: &str,
+    stored_ms: i64,
+) {
+    status.publish_count += 1;
+    status.last_publish_time = rfc3339_from_millis(stored_ms);
+    status.applied_sha256 = Some(sha.to_string());
+    status.payload_sha256 = Some(hex::encode(Sha256::digest(&desired.payload)));
+    status.payload_size = Some(desired.payload.len() as u64);
+    status.qos = u8::try_from(desired.qos).ok();
+}
+
+/// What GetRetainedMessage shows of a message (payload, qos, user properties) is what
+/// `desired` declares.
+fn visible_match(desired: &PublishRequest, observed: &RetainedMessageData) -> bool {
+    observed.payload == desired.payload
+        && observed.qos == desired.qos
+        && observed.user_properties == desired.user_properties
+}
+
+/// The spec changed since the last recorded publish (`sha` is not `appliedSha256`), yet
+/// the cloud shows exactly the new spec, and what it shows is not what the status last
+/// recorded of the cloud: the content moved, after our record, to precisely our new
+/// payload. That is our own publish whose record was lost (a dropped answer, a crash
+/// before the status write, a failed status write).
+///
+/// Only a change of the visible content counts: a spec change in user properties alone
+/// cannot be told from the old message, so it is published (at worst once more). As in
+/// the planner's adoption of an existing message, a spec that sets attributes
+/// GetRetainedMessage cannot show (content type other than JSON's, expiry, response
+/// topic, correlation data) is published all the same, so that they are pinned even if
+/// someone else put the same content there. A resource never published (no
+/// `appliedSha256`) is left to the planner's adoption rule.
+fn landed_unrecorded(
+    prior: &RetainedMessageStatus,
+    sha: &str,
+    desired: &PublishRequest,
+    observed: &RetainedMessageData,
+) -> bool {
+    let Some(applied) = prior.applied_sha256.as_deref() else {
+        return false;
+    };
+    if applied == sha || !adoptable(desired) || !visible_match(desired, observed) {
+        return false;
+    }
+    let observed_sha = hex::encode(Sha256::digest(&observed.payload));
+    prior.payload_sha256.as_deref() != Some(observed_sha.as_str())
+        || prior.qos != u8::try_from(observed.qos).ok()
 }
 
 fn mirror(status: &mut RetainedMessageStatus, observed: &RetainedMessageData) {

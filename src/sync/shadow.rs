@@ -15,7 +15,7 @@ use crate::api::{
 };
 use crate::dataplane::{DataPlaneError, ErrorKind, ShadowDocument, ShadowState};
 use crate::planner::conditions::{set_conditions, Health};
-use crate::planner::paths::leaf_paths;
+use crate::planner::paths::{leaf_paths, lookup};
 use crate::planner::shadow::{
     classify_conflict, describe_changes, desired_sha256, mirror, owned_delta_paths, plan_clear,
     plan_shadow, ConflictClass, Ownership, PathChange, ShadowPlan,
@@ -277,8 +277,9 @@ impl Syncer {
                     };
                     let expected = before.as_ref().map(|d| d.version);
                     let actual = after.as_ref().map(|d| d.version);
-                    match classify_conflict(before.as_ref(), after.as_ref(), &claimed, &spec_paths)
-                    {
+                    let class =
+                        classify_conflict(before.as_ref(), after.as_ref(), &claimed, &spec_paths);
+                    match not_our_write(class, &update) {
                         ConflictClass::Benign => record_conflict(
                             &mut pass.status.conflicts,
                             "VersionConflict",
@@ -697,5 +698,28 @@ mod merged_size_tests {
             crate::shadow::document_size(json!({"new": 1}).as_object().unwrap(), &Map::new());
         assert!(merged_too_large(Some(&before), &update, &limits(size)).is_none());
         assert!(merged_too_large(Some(&before), &update, &limits(size - 1)).is_some());
+    }
+}
+
+/// Drops from an out-of-band verdict the paths that now hold exactly what `update` (our
+/// own write, answered 409) sets: that is our write having been applied with its answer
+/// lost and the retry refused, not someone else's edit. What remains is foreign.
+fn not_our_write(class: ConflictClass, update: &Value) -> ConflictClass {
+    let ConflictClass::OutOfBand(edits) = class else {
+        return class;
+    };
+    let written = update.pointer("/state/desired").unwrap_or(&Value::Null);
+    let foreign: Vec<_> = edits
+        .into_iter()
+        .filter(|edit| match lookup(written, &edit.path) {
+            Some(Value::Null) => edit.new.is_some(),
+            Some(value) => edit.new.as_ref() != Some(value),
+            None => true,
+        })
+        .collect();
+    if foreign.is_empty() {
+        ConflictClass::Benign
+    } else {
+        ConflictClass::OutOfBand(foreign)
     }
 }

@@ -67,10 +67,11 @@ impl FromStr for Operation {
 /// Faults the server injects into data-plane requests (never into `/_shadowsync/`).
 ///
 /// JSON (camelCase) at `GET/PUT/PATCH /_shadowsync/faults`; every field may be omitted.
-/// A faulted request never reaches the store. The latency applies to every matching
-/// request, faulted or not; then, drawn independently in this order, a request is
-/// dropped, throttled (429) or failed with 500/503. `outage` fails every matching
-/// request with 503.
+/// A faulted request never reaches the store, except under `dropAfterRate`. The latency
+/// applies to every matching request, faulted or not; then, drawn independently in this
+/// order, a request is dropped, throttled (429) or failed with 500/503. `outage` fails
+/// every matching request with 503. A request that got through and succeeded may then
+/// lose its answer (`dropAfterRate`): applied, but the client cannot know it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct FaultSettings {
@@ -81,8 +82,12 @@ pub struct FaultSettings {
     pub error_rate: f64,
     /// Extra latency added to each request, in milliseconds.
     pub latency_ms: u64,
-    /// Fraction (0..=1) of requests whose connection is reset without an answer.
+    /// Fraction (0..=1) of requests whose connection is reset without an answer, before
+    /// the request reaches the store (nothing is applied).
     pub drop_rate: f64,
+    /// Fraction (0..=1) of successful requests whose connection is reset after the store
+    /// applied them: the write happened, the answer is lost (the hard case for retries).
+    pub drop_after_rate: f64,
     /// Every request fails with 503 `ServiceUnavailableException`.
     pub outage: bool,
     /// Only these operations are faulted; empty means all.
@@ -130,6 +135,7 @@ impl FaultSettings {
             ("throttleRate", self.throttle_rate),
             ("errorRate", self.error_rate),
             ("dropRate", self.drop_rate),
+            ("dropAfterRate", self.drop_after_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(format!("{name} must be between 0 and 1, got {rate}"));
@@ -144,6 +150,7 @@ impl FaultSettings {
             && self.error_rate == 0.0
             && self.latency_ms == 0
             && self.drop_rate == 0.0
+            && self.drop_after_rate == 0.0
             && !self.outage
     }
 
@@ -175,6 +182,12 @@ impl FaultSettings {
         }
         None
     }
+
+    /// Whether the answer to a successful request of `op` is lost (after the store
+    /// applied it).
+    pub(crate) fn draw_drop_after(&self, op: Operation) -> bool {
+        self.applies_to(op) && hit(self.drop_after_rate)
+    }
 }
 
 fn hit(rate: f64) -> bool {
@@ -205,6 +218,30 @@ mod tests {
             assert_eq!(always.draw(Operation::Publish), Some(Fault::Throttle));
             assert_eq!(never.draw(Operation::Publish), None);
         }
+    }
+
+    #[test]
+    fn drop_after_is_drawn_separately_and_filtered() {
+        let s = FaultSettings {
+            drop_after_rate: 1.0,
+            operations: vec![Operation::Publish],
+            ..Default::default()
+        };
+        assert!(!s.is_quiet());
+        // Not a fault before the request: the request goes through to the store.
+        assert_eq!(s.draw(Operation::Publish), None);
+        assert!(s.draw_drop_after(Operation::Publish));
+        assert!(!s.draw_drop_after(Operation::GetRetainedMessage));
+        assert!(!FaultSettings::default().draw_drop_after(Operation::Publish));
+        let parsed: FaultSettings =
+            serde_json::from_str(r#"{"dropAfterRate":0.25}"#).expect("valid settings");
+        assert_eq!(parsed.drop_after_rate, 0.25);
+        assert!(FaultSettings {
+            drop_after_rate: 2.0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]

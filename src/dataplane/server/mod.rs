@@ -8,8 +8,10 @@
 //!
 //! Besides the AWS paths it has an admin API under `/_shadowsync/` (no AWS path starts
 //! so): `GET/PUT/PATCH /_shadowsync/faults` ([`FaultSettings`]),
-//! `GET /_shadowsync/stats` ([`StatsSnapshot`]), `POST /_shadowsync/stats/reset`
-//! (answers the counts it cleared) and `GET /_shadowsync/healthz`.
+//! `GET /_shadowsync/stats` ([`StatsSnapshot`]), `GET /_shadowsync/stats/targets`
+//! (per thing and topic: calls, applied publishes; [`TargetStats`]),
+//! `POST /_shadowsync/stats/reset` (answers the counts it cleared) and
+//! `GET /_shadowsync/healthz`.
 //!
 //! Tests and other modules start a server in-process with [`start`].
 
@@ -30,7 +32,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use faults::{FaultSettings, Operation};
-pub use stats::{Injected, StatsSnapshot, Totals, DROPPED, OK};
+pub use stats::{Injected, StatsSnapshot, TargetStats, Totals, DROPPED, OK};
 
 use crate::dataplane::embedded::EmbeddedDataPlane;
 use crate::dataplane::{DataPlane, ShadowLimits};
@@ -77,9 +79,15 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0)]
     pub fault_latency_ms: u64,
 
-    /// Fraction (0..1) of data-plane requests whose connection is reset without an answer.
+    /// Fraction (0..1) of data-plane requests whose connection is reset without an answer
+    /// (before the request is applied).
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub fault_drop_rate: f64,
+
+    /// Fraction (0..1) of successful data-plane requests whose connection is reset after
+    /// the request was applied (the answer is lost).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub fault_drop_after_rate: f64,
 
     /// Answer every data-plane request 503 ServiceUnavailableException.
     #[arg(long)]
@@ -128,6 +136,7 @@ impl ServeArgs {
             error_rate: self.fault_error_rate,
             latency_ms: self.fault_latency_ms,
             drop_rate: self.fault_drop_rate,
+            drop_after_rate: self.fault_drop_after_rate,
             outage: self.fault_outage,
             operations: self.fault_operations.clone(),
         }
@@ -218,6 +227,11 @@ impl ServerHandle {
 
     pub fn stats(&self) -> StatsSnapshot {
         self.app.stats.snapshot()
+    }
+
+    /// Calls per thing and topic, and applied publishes per topic.
+    pub fn target_stats(&self) -> TargetStats {
+        self.app.stats.targets()
     }
 
     /// Clears the counters and returns what they were.

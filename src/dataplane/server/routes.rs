@@ -52,10 +52,22 @@ impl App {
 
     /// Runs one data-plane call: latency, injected faults, the per-thing in-flight
     /// limit, then `work` (which alone touches the store), and counts the outcome.
-    async fn call<F>(&self, op: Operation, conn: &Conn, thing: Option<&str>, work: F) -> Response
+    /// `thing` is set for shadow operations (the in-flight limit), `topic` for the
+    /// retained-message ones; either is the target the call is counted under.
+    async fn call<F>(
+        &self,
+        op: Operation,
+        conn: &Conn,
+        thing: Option<&str>,
+        topic: Option<&str>,
+        work: F,
+    ) -> Response
     where
         F: Future<Output = Result<Response, DataPlaneError>>,
     {
+        if let Some(target) = thing.or(topic) {
+            self.stats.record_target(target);
+        }
         let faults = self.faults();
         if faults.applies_to(op) && faults.latency_ms > 0 {
             self.stats.record_delayed();
@@ -100,6 +112,14 @@ impl App {
             _ => None,
         };
         match work.await {
+            Ok(_) if faults.draw_drop_after(op) => {
+                // Applied, but the client never learns it: the hard case for retries.
+                tracing::debug!(%op, remote = %conn.remote, "injected fault: dropping the connection after the call was applied");
+                self.stats.record_injected(InjectedKind::DroppedAfter);
+                self.stats.record(op, DROPPED);
+                conn.cut();
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
             Ok(response) => {
                 self.stats.record(op, OK);
                 response
@@ -184,6 +204,7 @@ pub(crate) fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
             get(get_faults).put(put_faults).patch(patch_faults),
         )
         .route("/_shadowsync/stats", get(get_stats))
+        .route("/_shadowsync/stats/targets", get(get_target_stats))
         .route("/_shadowsync/stats/reset", post(reset_stats))
         .route("/_shadowsync/healthz", get(healthz))
         .fallback(not_found)
@@ -267,7 +288,8 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Response, DataPlaneError> {
         })
 }
 
-/// The thing a request is for, used by the per-thing in-flight limit.
+/// The thing (or topic) a request is for, used by the per-thing in-flight limit and the
+/// per-target counts.
 fn thing_of(path: &PathArg) -> Option<String> {
     path.as_ref().ok().map(|Path(thing)| thing.clone())
 }
@@ -284,6 +306,7 @@ async fn update_thing_shadow(
         Operation::UpdateThingShadow,
         &conn,
         thing.as_deref(),
+        None,
         async {
             let thing = path_value(path, "thingName")?;
             let shadow = shadow_name(&query_params(query)?)?;
@@ -305,15 +328,21 @@ async fn get_thing_shadow(
     query: QueryArg,
 ) -> Response {
     let thing = thing_of(&path);
-    app.call(Operation::GetThingShadow, &conn, thing.as_deref(), async {
-        let thing = path_value(path, "thingName")?;
-        let shadow = shadow_name(&query_params(query)?)?;
-        let doc = app
-            .store
-            .get_thing_shadow(&thing, shadow.as_deref())
-            .await?;
-        to_json(&doc)
-    })
+    app.call(
+        Operation::GetThingShadow,
+        &conn,
+        thing.as_deref(),
+        None,
+        async {
+            let thing = path_value(path, "thingName")?;
+            let shadow = shadow_name(&query_params(query)?)?;
+            let doc = app
+                .store
+                .get_thing_shadow(&thing, shadow.as_deref())
+                .await?;
+            to_json(&doc)
+        },
+    )
     .await
 }
 
@@ -328,6 +357,7 @@ async fn delete_thing_shadow(
         Operation::DeleteThingShadow,
         &conn,
         thing.as_deref(),
+        None,
         async {
             let thing = path_value(path, "thingName")?;
             let shadow = shadow_name(&query_params(query)?)?;
@@ -352,6 +382,7 @@ async fn list_named_shadows(
         Operation::ListNamedShadowsForThing,
         &conn,
         thing.as_deref(),
+        None,
         async {
             let thing = path_value(path, "thingName")?;
             let params = query_params(query)?;
@@ -374,7 +405,8 @@ async fn publish(
     headers: HeaderMap,
     body: BodyArg,
 ) -> Response {
-    app.call(Operation::Publish, &conn, None, async {
+    let target = thing_of(&path);
+    app.call(Operation::Publish, &conn, None, target.as_deref(), async {
         let topic = path_value(path, "topic")?;
         let params = query_params(query)?;
         let request = PublishRequest {
@@ -390,6 +422,7 @@ async fn publish(
             correlation_data: wire::correlation_data(&headers)?,
         };
         app.store.publish(&request).await?;
+        app.stats.record_publish(&request.topic);
         Ok(json_ok(
             &json!({ "message": "OK", "traceId": request_id() }),
         ))
@@ -402,20 +435,27 @@ async fn get_retained_message(
     ConnectInfo(conn): ConnectInfo<Conn>,
     path: PathArg,
 ) -> Response {
-    app.call(Operation::GetRetainedMessage, &conn, None, async {
-        let topic = path_value(path, "topic")?;
-        let message = app.store.get_retained_message(&topic).await?;
-        let mut body = json!({
-            "topic": message.topic,
-            "payload": STANDARD.encode(&message.payload),
-            "qos": message.qos,
-            "lastModifiedTime": message.last_modified_time,
-        });
-        if let Some(properties) = wire::encode_user_properties(&message.user_properties) {
-            body["userProperties"] = Value::String(properties);
-        }
-        Ok(json_ok(&body))
-    })
+    let target = thing_of(&path);
+    app.call(
+        Operation::GetRetainedMessage,
+        &conn,
+        None,
+        target.as_deref(),
+        async {
+            let topic = path_value(path, "topic")?;
+            let message = app.store.get_retained_message(&topic).await?;
+            let mut body = json!({
+                "topic": message.topic,
+                "payload": STANDARD.encode(&message.payload),
+                "qos": message.qos,
+                "lastModifiedTime": message.last_modified_time,
+            });
+            if let Some(properties) = wire::encode_user_properties(&message.user_properties) {
+                body["userProperties"] = Value::String(properties);
+            }
+            Ok(json_ok(&body))
+        },
+    )
     .await
 }
 
@@ -424,7 +464,7 @@ async fn list_retained_messages(
     ConnectInfo(conn): ConnectInfo<Conn>,
     query: QueryArg,
 ) -> Response {
-    app.call(Operation::ListRetainedMessages, &conn, None, async {
+    app.call(Operation::ListRetainedMessages, &conn, None, None, async {
         let params = query_params(query)?;
         let max_results = params.int_in("maxResults", 1..=200)?.map(|n| n as i32);
         let page = app
@@ -504,6 +544,10 @@ async fn patch_faults(State(app): AppState, body: BodyArg) -> Response {
 
 async fn get_stats(State(app): AppState) -> Response {
     wire::json_of(&app.stats.snapshot())
+}
+
+async fn get_target_stats(State(app): AppState) -> Response {
+    wire::json_of(&app.stats.targets())
 }
 
 /// Clears the counters; answers what they were.

@@ -47,6 +47,9 @@ pub struct Injected {
     /// 500 and 503 from `errorRate`.
     pub errors: u64,
     pub dropped: u64,
+    /// Successful requests whose answer was dropped after the store applied them.
+    #[serde(default)]
+    pub dropped_after: u64,
     pub outage: u64,
     /// Requests that were given extra latency.
     pub delayed: u64,
@@ -71,18 +74,47 @@ impl StatsSnapshot {
     }
 }
 
+/// `GET /_shadowsync/stats/targets`: counts per thing and per topic.
+///
+/// Kept apart from [`StatsSnapshot`] because it grows with the number of things and
+/// topics, while the totals stay small enough to poll often.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetStats {
+    /// Data-plane calls per thing name (shadow operations) or topic (Publish and
+    /// GetRetainedMessage), whatever the outcome, injected faults included.
+    pub calls: BTreeMap<String, u64>,
+    /// Publishes the store applied, per topic: what subscribers received. A publish
+    /// whose answer was dropped after it was applied (`dropAfterRate`) counts here.
+    pub publishes: BTreeMap<String, u64>,
+}
+
+impl TargetStats {
+    /// Calls on `target` (a thing name or a topic).
+    pub fn calls_of(&self, target: &str) -> u64 {
+        self.calls.get(target).copied().unwrap_or(0)
+    }
+
+    /// Publishes applied to `topic`.
+    pub fn publishes_of(&self, topic: &str) -> u64 {
+        self.publishes.get(topic).copied().unwrap_or(0)
+    }
+}
+
 /// Which injected-fault counter a faulted call bumps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum InjectedKind {
     Throttled,
     Error,
     Dropped,
+    DroppedAfter,
     Outage,
 }
 
 #[derive(Default)]
 pub(crate) struct Stats {
     inner: Mutex<StatsSnapshot>,
+    targets: Mutex<TargetStats>,
 }
 
 impl Stats {
@@ -117,8 +149,25 @@ impl Stats {
             InjectedKind::Throttled => s.injected.throttled += 1,
             InjectedKind::Error => s.injected.errors += 1,
             InjectedKind::Dropped => s.injected.dropped += 1,
+            InjectedKind::DroppedAfter => s.injected.dropped_after += 1,
             InjectedKind::Outage => s.injected.outage += 1,
         });
+    }
+
+    /// One call on `target` (thing or topic), whatever its outcome.
+    pub(crate) fn record_target(&self, target: &str) {
+        let mut targets = lock(&self.targets);
+        *targets.calls.entry(target.to_string()).or_default() += 1;
+    }
+
+    /// One publish the store applied to `topic`.
+    pub(crate) fn record_publish(&self, topic: &str) {
+        let mut targets = lock(&self.targets);
+        *targets.publishes.entry(topic.to_string()).or_default() += 1;
+    }
+
+    pub(crate) fn targets(&self) -> TargetStats {
+        lock(&self.targets).clone()
     }
 
     pub(crate) fn record_delayed(&self) {
@@ -133,10 +182,19 @@ impl Stats {
         self.with(|s| s.clone())
     }
 
-    /// Clears the counters and returns what they were, atomically.
+    /// Clears the counters (per-target ones included) and returns the totals they had.
     pub(crate) fn take(&self) -> StatsSnapshot {
-        self.with(std::mem::take)
+        let taken = self.with(std::mem::take);
+        *lock(&self.targets) = TargetStats::default();
+        taken
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Counters only: a poisoned lock is used as is (see `Stats::with`).
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -169,6 +227,28 @@ mod tests {
         let taken = stats.take();
         assert_eq!(taken, s);
         assert_eq!(stats.snapshot(), StatsSnapshot::default());
+    }
+
+    #[test]
+    fn per_target_counts() {
+        let stats = Stats::default();
+        stats.record_target("lamp");
+        stats.record_target("lamp");
+        stats.record_target("a/b");
+        stats.record_publish("a/b");
+        stats.record_injected(InjectedKind::DroppedAfter);
+        let t = stats.targets();
+        assert_eq!(t.calls_of("lamp"), 2);
+        assert_eq!(t.calls_of("a/b"), 1);
+        assert_eq!(t.calls_of("nope"), 0);
+        assert_eq!(t.publishes_of("a/b"), 1);
+        assert_eq!(t.publishes_of("lamp"), 0);
+        assert_eq!(stats.snapshot().injected.dropped_after, 1);
+        let v = serde_json::to_value(&t).expect("serializable");
+        assert_eq!(v["calls"]["lamp"], 2);
+        assert_eq!(v["publishes"]["a/b"], 1);
+        stats.take();
+        assert_eq!(stats.targets(), TargetStats::default());
     }
 
     #[test]
