@@ -285,14 +285,26 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Nesting depth of a JSON value: the number of keys and array indices on the path from the
-/// value to its deepest descendant (`{"a":1}` is 1, `{"a":{"b":[1]}}` is 3, a scalar is 0).
-/// `ShadowLimits::max_depth` bounds this for a shadow's `desired` section.
+/// value to its deepest descendant, an empty object or array counting as one level as it
+/// does in the shadow store (`{"a":1}` is 1, `{"a":{"b":[1]}}` is 3, `{"a":{}}` is 2, a
+/// scalar is 0). `ShadowLimits::max_depth` bounds this for a shadow's `desired` section.
 pub fn json_depth(value: &Value) -> usize {
     deepest(value).0
 }
 
 /// The depth and the path segments of the deepest descendant (the first one found).
 fn deepest(value: &Value) -> (usize, Vec<Segment<'_>>) {
+    // The store counts every object and array as a level (`shadow::json_depth`), so an
+    // empty one is a level too; otherwise a spec ending in `{}` one level past the limit
+    // would pass here and be refused by the data plane.
+    let empty = match value {
+        Value::Object(map) => map.is_empty(),
+        Value::Array(items) => items.is_empty(),
+        _ => false,
+    };
+    if empty {
+        return (1, Vec::new());
+    }
     let children: Box<dyn Iterator<Item = (Segment<'_>, &Value)>> = match value {
         Value::Object(map) => Box::new(map.iter().map(|(k, v)| (Segment::Key(k), v))),
         Value::Array(items) => Box::new(

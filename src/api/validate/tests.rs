@@ -239,9 +239,10 @@ fn odd_keys_are_quoted_in_paths() {
 #[test]
 fn json_depth_definition() {
     assert_eq!(json_depth(&json!(1)), 0);
-    assert_eq!(json_depth(&json!({})), 0);
+    assert_eq!(json_depth(&json!({})), 1);
     assert_eq!(json_depth(&json!({"a": 1})), 1);
-    assert_eq!(json_depth(&json!({"a": {}})), 1);
+    assert_eq!(json_depth(&json!({"a": {}})), 2);
+    assert_eq!(json_depth(&json!({"a": []})), 2);
     assert_eq!(json_depth(&json!({"a": {"b": [1]}})), 3);
     assert_eq!(json_depth(&nested(6, json!("x"))), 6);
 }
