@@ -56,7 +56,7 @@ fn section() -> impl Strategy<Value = Option<Value>> {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Update(UpdateParts, Option<u64>),
+    Update(Box<UpdateParts>, Option<u64>),
     Raw(Vec<u8>),
     Delete,
     Wait(i64),
@@ -91,7 +91,7 @@ fn op() -> impl Strategy<Value = Op> {
                 client_token,
                 stray_delta,
             };
-            Op::Update(parts, offset)
+            Op::Update(Box::new(parts), offset)
         });
     prop_oneof![
         8 => update,

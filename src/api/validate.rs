@@ -426,7 +426,8 @@ fn check_desired(desired: &Value, limits: &ShadowLimits, errors: &mut Vec<FieldE
     }
 }
 
-/// Collects the paths of `null` elements of arrays, at any depth.
+/// Collects the paths of `null`s inside arrays, at any depth: an element, or a value of
+/// an object within an array (the store refuses both, as arrays are stored verbatim).
 fn nulls_in_arrays<'a>(
     value: &'a Value,
     in_array: bool,
@@ -438,7 +439,7 @@ fn nulls_in_arrays<'a>(
         Value::Object(map) => {
             for (key, child) in map {
                 path.push(Segment::Key(key));
-                nulls_in_arrays(child, false, path, out);
+                nulls_in_arrays(child, in_array, path, out);
                 path.pop();
             }
         }

@@ -220,9 +220,6 @@ pub fn check_shape(route: Route, body: &Value) -> std::result::Result<(), String
             int(body, "timestamp")?;
             optional_string(body, "clientToken")?;
             if route == Route::GetThingShadow {
-                if state.get("desired").is_none() && state.get("reported").is_none() {
-                    return Err("an existing shadow without state".into());
-                }
                 let want = state.get("desired").and_then(|d| {
                     model_delta(d, Some(state.get("reported").unwrap_or(&json!({}))))
                 });

@@ -77,7 +77,14 @@ pub fn check_update(
 
     // Every rule the request breaks, with the kind of error it earns.
     let mut refusals: Vec<ErrorKind> = Vec::new();
-    if bytes.len() > limits.max_document_bytes {
+    let object = |s: &Option<Value>| match s {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    if bytes.len() > 2 * limits.max_document_bytes
+        || document_bytes(&object(&parts.desired), &object(&parts.reported))
+            > limits.max_document_bytes
+    {
         refusals.push(ErrorKind::RequestEntityTooLarge);
     }
     if parts.stray_delta || (parts.desired.is_none() && parts.reported.is_none()) {

@@ -150,7 +150,7 @@ fn request(u: &mut Unstructured<'_>) -> Result<Request<Body>> {
         6 => Method::DELETE,
         7 => Method::PUT,
         8 => Method::PATCH,
-        _ => *u.choose(&[Method::HEAD, Method::OPTIONS])?,
+        _ => u.choose(&[Method::HEAD, Method::OPTIONS])?.clone(),
     };
     let thing = encode(&pick(u, THINGS)?, true);
     let topic = pick(u, TOPICS)?;
