@@ -324,14 +324,26 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Nesting depth of a JSON value: the number of keys and array indices on the path from the
-/// value to its deepest descendant (`{"a":1}` is 1, `{"a":{"b":[1]}}` is 3, a scalar is 0).
-/// `ShadowLimits::max_depth` bounds this for a shadow's `desired` section.
+/// value to its deepest descendant, an empty object or array counting as one level as it
+/// does in the shadow store (`{"a":1}` is 1, `{"a":{"b":[1]}}` is 3, `{"a":{}}` is 2, a
+/// scalar is 0). `ShadowLimits::max_depth` bounds this for a shadow's `desired` section.
 pub fn json_depth(value: &Value) -> usize {
     deepest(value).0
 }
 
 /// The depth and the path segments of the deepest descendant (the first one found).
 fn deepest(value: &Value) -> (usize, Vec<Segment<'_>>) {
+    // The store counts every object and array as a level (`shadow::json_depth`), so an
+    // empty one is a level too; otherwise a spec ending in `{}` one level past the limit
+    // would pass here and be refused by the data plane.
+    let empty = match value {
+        Value::Object(map) => map.is_empty(),
+        Value::Array(items) => items.is_empty(),
+        _ => false,
+    };
+    if empty {
+        return (1, Vec::new());
+    }
     let children: Box<dyn Iterator<Item = (Segment<'_>, &Value)>> = match value {
         Value::Object(map) => Box::new(map.iter().map(|(k, v)| (Segment::Key(k), v))),
         Value::Array(items) => Box::new(
@@ -453,7 +465,8 @@ fn check_desired(desired: &Value, limits: &ShadowLimits, errors: &mut Vec<FieldE
     }
 }
 
-/// Collects the paths of `null` elements of arrays, at any depth.
+/// Collects the paths of `null`s inside arrays, at any depth: an element, or a value of
+/// an object within an array (the store refuses both, as arrays are stored verbatim).
 fn nulls_in_arrays<'a>(
     value: &'a Value,
     in_array: bool,
@@ -465,7 +478,7 @@ fn nulls_in_arrays<'a>(
         Value::Object(map) => {
             for (key, child) in map {
                 path.push(Segment::Key(key));
-                nulls_in_arrays(child, false, path, out);
+                nulls_in_arrays(child, in_array, path, out);
                 path.pop();
             }
         }

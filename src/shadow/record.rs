@@ -68,7 +68,11 @@ impl UpdateRequest {
     /// inside arrays. Keys other than `state`, `version` and `clientToken` are ignored.
     pub fn parse(payload: &[u8], limits: &ShadowLimits) -> Result<Self, DataPlaneError> {
         use messages::*;
-        if payload.len() > limits.max_document_bytes {
+        // A cheap guard before parsing. The limit itself applies to the state sections
+        // (below, and to the merged document in `apply_parsed`), not to the envelope
+        // around them (`{"state":..}`, `version`, `clientToken`): a document at the limit
+        // must be writable.
+        if payload.len() > limits.max_document_bytes.saturating_mul(2) {
             return Err(too_large());
         }
         let text = std::str::from_utf8(payload).map_err(|_| {
@@ -118,6 +122,19 @@ impl UpdateRequest {
                 }
                 Some(_) => return Err(invalid(not_object)),
             }
+        }
+
+        let empty = Map::new();
+        let desired_map = match &desired {
+            Some(Value::Object(map)) => map,
+            _ => &empty,
+        };
+        let reported_map = match &reported {
+            Some(Value::Object(map)) => map,
+            _ => &empty,
+        };
+        if document_size(desired_map, reported_map) > limits.max_document_bytes {
+            return Err(too_large());
         }
 
         let version = match root.remove("version") {

@@ -26,6 +26,14 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// A request with no socket behind it (served in process): cutting it does nothing.
+    pub(crate) fn detached() -> Self {
+        Self {
+            remote: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cut: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     /// Marks the connection to be closed (reset) instead of answered.
     pub(crate) fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);

@@ -283,13 +283,7 @@ pub async fn start(
         addr: options.listen,
         source,
     })?;
-    let app = Arc::new(App {
-        store,
-        faults: RwLock::new(options.faults.clone()),
-        stats: Default::default(),
-        inflight: Inflight::default(),
-        max_inflight_per_thing: options.max_inflight_per_thing,
-    });
+    let app = new_app(store, &options);
     let router = routes::router(app.clone(), options.max_body_bytes);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -310,6 +304,63 @@ pub async fn start(
         stop: Some(stop),
         task: Some(task),
     })
+}
+
+fn new_app(store: Arc<dyn DataPlane>, options: &ServerOptions) -> Arc<App> {
+    Arc::new(App {
+        store,
+        faults: RwLock::new(options.faults.clone()),
+        stats: Default::default(),
+        inflight: Inflight::default(),
+        max_inflight_per_thing: options.max_inflight_per_thing,
+    })
+}
+
+/// The server's routes without a socket, for driving requests in process (property
+/// tests, fuzzing): send `http::Request`s with `tower::ServiceExt::oneshot` on
+/// [`InProcessServer::router`]. Requests are answered as by [`start`], except that a
+/// dropped-connection fault, having no connection to reset, answers 500.
+pub struct InProcessServer {
+    app: Arc<App>,
+    router: axum::Router,
+}
+
+impl InProcessServer {
+    /// Serves `store` with `options` (`listen` and `allow_remote` are not used).
+    pub fn new(store: Arc<dyn DataPlane>, options: &ServerOptions) -> Result<Self, ServerError> {
+        options.faults.validate().map_err(ServerError::Faults)?;
+        let app = new_app(store, options);
+        let router = routes::router(app.clone(), options.max_body_bytes)
+            .layer(axum::middleware::map_request(with_detached_conn));
+        Ok(Self { app, router })
+    }
+
+    /// The router; clones share the server's store, faults and counters.
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
+    }
+
+    pub fn faults(&self) -> FaultSettings {
+        self.app.faults()
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.app.stats.snapshot()
+    }
+}
+
+/// Handlers read the connection from `ConnectInfo`, which only a listener provides.
+async fn with_detached_conn(mut request: axum::extract::Request) -> axum::extract::Request {
+    if request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<Conn>>()
+        .is_none()
+    {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(Conn::detached()));
+    }
+    request
 }
 
 /// Resolves `--listen`; every address it names must be loopback unless `allow_remote`.
