@@ -333,6 +333,45 @@ impl TargetIndex {
     }
 }
 
+/// The last trigger key (see `controller::trigger_key`) seen per object, so that only
+/// changes to it cause a reconcile. kube-runtime's `predicate_filter` keeps the same with
+/// the object's name, namespace and uid as owned strings (about 200 bytes per object);
+/// this keeps two 64-bit hashes. Fed from the watch: a deleted object is forgotten.
+#[derive(Default)]
+pub struct Triggers {
+    last: Mutex<HashMap<u64, u64>>,
+}
+
+fn identity<K: Resource>(object: &K) -> u64 {
+    let meta = object.meta();
+    let mut hasher = DefaultHasher::new();
+    meta.namespace.hash(&mut hasher);
+    meta.name.hash(&mut hasher);
+    meta.uid.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Triggers {
+    /// Records `trigger` for the object; true if it differs from the last one recorded
+    /// (or none was).
+    pub fn changed<K: Resource>(&self, object: &K, trigger: u64) -> bool {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        last.insert(identity(object), trigger) != Some(trigger)
+    }
+
+    /// The object was deleted.
+    pub fn forget<K: Resource>(&self, object: &K) {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        last.remove(&identity(object));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,6 +517,25 @@ mod tests {
         // An entry whose object is not in the cache is ignored.
         index.applied(&Cached::new(&shadow("ns3", "ghost", "thing-1")).unwrap());
         assert_eq!(index.rivals(&a_cached, &store).len(), 0);
+    }
+
+    #[test]
+    fn only_a_changed_trigger_passes() {
+        let triggers = Triggers::default();
+        let a = shadow("ns", "a", "thing-1");
+        let b = shadow("ns", "b", "thing-1");
+        assert!(triggers.changed(&a, 1), "first sight");
+        assert!(!triggers.changed(&a, 1), "same trigger");
+        assert!(triggers.changed(&b, 1), "another object");
+        assert!(triggers.changed(&a, 2), "changed trigger");
+        triggers.forget(&a);
+        assert!(triggers.changed(&a, 2), "forgotten after deletion");
+        let mut recreated = a.clone();
+        recreated.metadata.uid = Some("another-uid".into());
+        assert!(
+            triggers.changed(&recreated, 2),
+            "a new object with the same name"
+        );
     }
 
     #[test]

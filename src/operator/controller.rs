@@ -22,7 +22,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::cache::{Cached, TargetIndex};
+use super::cache::{Cached, TargetIndex, Triggers};
 use super::events::Record;
 use super::kinds::Managed;
 use super::{Context, OperatorError};
@@ -32,6 +32,9 @@ use crate::sync::{SyncEvent, SyncOptions};
 
 /// The field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "shadowsync";
+
+/// Objects per page when the watch lists.
+const LIST_PAGE_SIZE: u32 = 100;
 
 /// Requeue of a resource that another resource already owns the target of.
 const DUPLICATE_RECHECK: Duration = Duration::from_secs(10);
@@ -46,10 +49,17 @@ pub async fn run<K: Managed>(
 ) {
     let (reader, writer) = reflector::store::<Cached<K>>();
     let index = Arc::new(TargetIndex::default());
-    let stream = decoded::<K>(api, ctx.clone(), index.clone())
+    let triggers = Arc::new(Triggers::default());
+    let stream = decoded::<K>(api, ctx.clone(), index.clone(), triggers.clone())
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(trigger_key::<K>, Default::default());
+        .filter(move |object| {
+            let pass = match object {
+                Ok(object) => triggers.changed(object, trigger_key(object)),
+                Err(_) => true,
+            };
+            std::future::ready(pass)
+        });
     let store = reader.clone();
     tokio::spawn(async move {
         // The store's readiness signal wakes only its most recent waiter, and the
@@ -101,13 +111,19 @@ fn decoded<K: Managed>(
     api: Api<DynamicObject>,
     ctx: Arc<Context>,
     index: Arc<TargetIndex>,
+    triggers: Arc<Triggers>,
 ) -> impl Stream<Item = Result<watcher::Event<Cached<K>>, watcher::Error>> + Send {
-    let config = watcher::Config::default().any_semantic();
+    // Pages of 100: a (re)list holds one page decoded at a time, and at 10,000 resources
+    // pages of 500 (the default) made the list, not the cache, the operator's peak memory.
+    let config = watcher::Config::default()
+        .any_semantic()
+        .page_size(LIST_PAGE_SIZE);
     watcher(api, config)
         .default_backoff()
         .filter_map(move |event| {
             let ctx = ctx.clone();
             let index = index.clone();
+            let triggers = triggers.clone();
             async move {
                 let convert = |obj: DynamicObject| -> Option<Cached<K>> {
                     let name = obj.name_any();
@@ -133,6 +149,7 @@ fn decoded<K: Managed>(
                     }),
                     Ok(watcher::Event::Delete(obj)) => convert(obj).map(|o| {
                         index.deleted(&o);
+                        triggers.forget(&o);
                         Ok(watcher::Event::Delete(o))
                     }),
                     Ok(watcher::Event::InitApply(obj)) => convert(obj).map(|o| {
@@ -171,7 +188,7 @@ impl<K: Managed> Clone for Owners<K> {
 /// What may trigger a reconcile: the spec (generation), our annotations and deletion.
 /// A status write changes none of these, and neither does adding our finalizer (the
 /// pass that adds it goes on to sync).
-fn trigger_key<K: Managed>(obj: &Cached<K>) -> Option<u64> {
+fn trigger_key<K: Managed>(obj: &Cached<K>) -> u64 {
     let meta = obj.meta();
     let mut hasher = DefaultHasher::new();
     meta.generation.hash(&mut hasher);
@@ -180,7 +197,7 @@ fn trigger_key<K: Managed>(obj: &Cached<K>) -> Option<u64> {
     for key in [PAUSED_ANNOTATION, RECONCILE_REQUESTED_ANNOTATION] {
         annotations.and_then(|a| a.get(key)).hash(&mut hasher);
     }
-    Some(hasher.finish())
+    hasher.finish()
 }
 
 async fn reconcile<K: Managed>(
