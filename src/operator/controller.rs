@@ -33,9 +33,6 @@ use crate::sync::{SyncEvent, SyncOptions};
 /// The field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "shadowsync";
 
-/// Objects per page when the watch lists.
-const LIST_PAGE_SIZE: u32 = 100;
-
 /// Requeue of a resource that another resource already owns the target of.
 const DUPLICATE_RECHECK: Duration = Duration::from_secs(10);
 
@@ -113,11 +110,7 @@ fn decoded<K: Managed>(
     index: Arc<TargetIndex>,
     triggers: Arc<Triggers>,
 ) -> impl Stream<Item = Result<watcher::Event<Cached<K>>, watcher::Error>> + Send {
-    // Pages of 100: a (re)list holds one page decoded at a time, and at 10,000 resources
-    // pages of 500 (the default) made the list, not the cache, the operator's peak memory.
-    let config = watcher::Config::default()
-        .any_semantic()
-        .page_size(LIST_PAGE_SIZE);
+    let config = watcher::Config::default().any_semantic();
     watcher(api, config)
         .default_backoff()
         .filter_map(move |event| {
