@@ -384,7 +384,11 @@ impl Syncer {
         let after = found(self.dataplane().get_retained_message(&desired.topic).await)
             .ok()
             .flatten()?;
-        let stored_since = before.is_none_or(|b| after.last_modified_time != b.last_modified_time);
+        // A new store time, or the desired payload where another one was: AWS (and the
+        // local data plane) keep milliseconds, so two publishes can share a store time.
+        let stored_since = before.is_none_or(|b| {
+            after.last_modified_time != b.last_modified_time || !visible_match(desired, b)
+        });
         (visible_match(desired, &after) && stored_since).then_some(after)
     }
 
