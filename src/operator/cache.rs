@@ -21,7 +21,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -362,6 +362,32 @@ impl Triggers {
         last.insert(identity(object), trigger) != Some(trigger)
     }
 
+    /// After a relist: `current` is the whole new cache. Returns the objects whose
+    /// trigger changed (or that are new), and forgets the objects the relist no longer
+    /// has (deleted while no watch was open).
+    pub fn relisted<K: Resource>(
+        &self,
+        current: Vec<Arc<K>>,
+        trigger: impl Fn(&K) -> u64,
+    ) -> Vec<Arc<K>> {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut next = HashMap::with_capacity(current.len());
+        let changed = current
+            .into_iter()
+            .filter(|object| {
+                let id = identity(object.as_ref());
+                let key = trigger(object);
+                next.insert(id, key);
+                last.get(&id) != Some(&key)
+            })
+            .collect();
+        *last = next;
+        changed
+    }
+
     /// The object was deleted.
     pub fn forget<K: Resource>(&self, object: &K) {
         let mut last = self
@@ -536,6 +562,34 @@ mod tests {
             triggers.changed(&recreated, 2),
             "a new object with the same name"
         );
+    }
+
+    #[test]
+    fn a_relist_passes_changed_and_new_objects_and_forgets_the_gone() {
+        use kube::ResourceExt;
+        let triggers = Triggers::default();
+        let a = shadow("ns", "a", "thing-1");
+        let b = shadow("ns", "b", "thing-2");
+        let gone = shadow("ns", "gone", "thing-3");
+        for object in [&a, &b, &gone] {
+            assert!(triggers.changed(object, 1));
+        }
+        let c = shadow("ns", "c", "thing-4");
+        let trigger = |o: &ThingShadow| if o.name_any() == "b" { 2 } else { 1 };
+        let passed = triggers.relisted(
+            vec![
+                Arc::new(a.clone()),
+                Arc::new(b.clone()),
+                Arc::new(c.clone()),
+            ],
+            trigger,
+        );
+        let names: Vec<String> = passed.iter().map(|o| o.name_any()).collect();
+        assert_eq!(names, ["b", "c"], "a is unchanged");
+        assert!(!triggers.changed(&c, 1), "c is recorded");
+        assert!(triggers.changed(&gone, 1), "gone was forgotten");
+        let again = triggers.relisted(vec![Arc::new(a), Arc::new(b), Arc::new(c)], trigger);
+        assert!(again.is_empty(), "nothing changed since");
     }
 
     #[test]

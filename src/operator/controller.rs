@@ -33,6 +33,9 @@ use crate::sync::{SyncEvent, SyncOptions};
 /// The field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "shadowsync";
 
+/// Objects per list request when the watch (re)lists.
+const LIST_PAGE_SIZE: u32 = 100;
+
 /// Requeue of a resource that another resource already owns the target of.
 const DUPLICATE_RECHECK: Duration = Duration::from_secs(10);
 
@@ -47,16 +50,11 @@ pub async fn run<K: Managed>(
     let (reader, writer) = reflector::store::<Cached<K>>();
     let index = Arc::new(TargetIndex::default());
     let triggers = Arc::new(Triggers::default());
-    let stream = decoded::<K>(api, ctx.clone(), index.clone(), triggers.clone())
-        .reflect(writer)
-        .applied_objects()
-        .filter(move |object| {
-            let pass = match object {
-                Ok(object) => triggers.changed(object, trigger_key(object)),
-                Err(_) => true,
-            };
-            std::future::ready(pass)
-        });
+    let stream = triggered(
+        decoded::<K>(api, ctx.clone(), index.clone(), triggers.clone()).reflect(writer),
+        reader.clone(),
+        triggers,
+    );
     let store = reader.clone();
     tokio::spawn(async move {
         // The store's readiness signal wakes only its most recent waiter, and the
@@ -81,7 +79,7 @@ pub async fn run<K: Managed>(
         store: reader.clone(),
         index,
     };
-    Controller::for_stream(stream, reader)
+    Controller::for_shared_stream(stream, reader)
         .with_config(config)
         .reconcile_on(ctx.tenancy.requeues(owners.store.clone()))
         .graceful_shutdown_on(shutdown)
@@ -110,7 +108,12 @@ fn decoded<K: Managed>(
     index: Arc<TargetIndex>,
     triggers: Arc<Triggers>,
 ) -> impl Stream<Item = Result<watcher::Event<Cached<K>>, watcher::Error>> + Send {
-    let config = watcher::Config::default().any_semantic();
+    // Pages of 100 bound the memory of a relist to about one page of decoded objects
+    // (client-go lists in pages of 500). An apiserver that serves resourceVersion=0
+    // lists from its watch cache may ignore the limit and answer in one page.
+    let config = watcher::Config::default()
+        .any_semantic()
+        .page_size(LIST_PAGE_SIZE);
     watcher(api, config)
         .default_backoff()
         .filter_map(move |event| {
@@ -161,6 +164,35 @@ fn decoded<K: Managed>(
                 }
             }
         })
+}
+
+/// The objects to reconcile, from the reflected watch: a changed object as its event
+/// comes, and after a relist the objects whose trigger changed, only once the relist is
+/// complete. A relist's objects (`InitApply`) reach the cache all at once at `InitDone`;
+/// a reconcile triggered before that would read the object as it was before the relist,
+/// and the trigger would be spent on it.
+fn triggered<K: Managed>(
+    reflected: impl Stream<Item = Result<watcher::Event<Cached<K>>, watcher::Error>> + Send,
+    store: Store<Cached<K>>,
+    triggers: Arc<Triggers>,
+) -> impl Stream<Item = Arc<Cached<K>>> + Send {
+    reflected.flat_map(move |event| {
+        let objects = match event {
+            Ok(watcher::Event::Apply(object))
+                if triggers.changed(&object, trigger_key(&object)) =>
+            {
+                vec![Arc::new(object)]
+            }
+            Ok(watcher::Event::InitDone) => triggers.relisted(store.state(), trigger_key),
+            Ok(_) => Vec::new(),
+            Err(err) => {
+                // The watcher retries with backoff; the cache keeps its last state.
+                warn!(kind = K::KIND, error = %err, "watch failed; retrying");
+                Vec::new()
+            }
+        };
+        futures::stream::iter(objects)
+    })
 }
 
 /// The cache and target index of one kind, for the duplicate-target check.
