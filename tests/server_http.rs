@@ -688,7 +688,9 @@ async fn empty_retained_publish_deletes() {
 #[tokio::test]
 async fn publish_parameters_are_checked() {
     let s = Server::start().await;
-    let cases: Vec<(String, Vec<(&str, String)>, &str)> = vec![
+    // (path and query, headers, the parameter the error must name)
+    type Case<'a> = (String, Vec<(&'a str, String)>, &'a str);
+    let cases: Vec<Case> = vec![
         ("/topics/a?qos=2".into(), vec![], "qos"),
         ("/topics/a?qos=-1".into(), vec![], "qos"),
         ("/topics/a?retain=yes".into(), vec![], "retain"),

@@ -650,6 +650,29 @@ fn merged_too_large(
     })
 }
 
+/// Drops from an out-of-band verdict the paths that now hold exactly what `update` (our
+/// own write, answered 409) sets: that is our write having been applied with its answer
+/// lost and the retry refused, not someone else's edit. What remains is foreign.
+fn not_our_write(class: ConflictClass, update: &Value) -> ConflictClass {
+    let ConflictClass::OutOfBand(edits) = class else {
+        return class;
+    };
+    let written = update.pointer("/state/desired").unwrap_or(&Value::Null);
+    let foreign: Vec<_> = edits
+        .into_iter()
+        .filter(|edit| match lookup(written, &edit.path) {
+            Some(Value::Null) => edit.new.is_some(),
+            Some(value) => edit.new.as_ref() != Some(value),
+            None => true,
+        })
+        .collect();
+    if foreign.is_empty() {
+        ConflictClass::Benign
+    } else {
+        ConflictClass::OutOfBand(foreign)
+    }
+}
+
 #[cfg(test)]
 mod merged_size_tests {
     use super::*;
@@ -698,28 +721,5 @@ mod merged_size_tests {
             crate::shadow::document_size(json!({"new": 1}).as_object().unwrap(), &Map::new());
         assert!(merged_too_large(Some(&before), &update, &limits(size)).is_none());
         assert!(merged_too_large(Some(&before), &update, &limits(size - 1)).is_some());
-    }
-}
-
-/// Drops from an out-of-band verdict the paths that now hold exactly what `update` (our
-/// own write, answered 409) sets: that is our write having been applied with its answer
-/// lost and the retry refused, not someone else's edit. What remains is foreign.
-fn not_our_write(class: ConflictClass, update: &Value) -> ConflictClass {
-    let ConflictClass::OutOfBand(edits) = class else {
-        return class;
-    };
-    let written = update.pointer("/state/desired").unwrap_or(&Value::Null);
-    let foreign: Vec<_> = edits
-        .into_iter()
-        .filter(|edit| match lookup(written, &edit.path) {
-            Some(Value::Null) => edit.new.is_some(),
-            Some(value) => edit.new.as_ref() != Some(value),
-            None => true,
-        })
-        .collect();
-    if foreign.is_empty() {
-        ConflictClass::Benign
-    } else {
-        ConflictClass::OutOfBand(foreign)
     }
 }
