@@ -299,7 +299,7 @@ async fn reconcile_inner<K: Managed>(
             }
         }
         remove_finalizer(ctx, &api, obj.as_ref()).await?;
-        ctx.forget(&uid);
+        ctx.resources.forget(&uid);
         return Ok((Action::await_change(), false));
     }
 
@@ -372,19 +372,19 @@ async fn reconcile_inner<K: Managed>(
         .iter()
         .any(|c| c.type_ == "Ready" && c.status == "True");
     let current = prior_is_current::<K>(&prior, generation) && ready_before;
-    if current && requested.is_none() && ctx.first_sight(&uid) {
+    if current && requested.is_none() && ctx.resources.first_sight(&uid) {
         // Just started and this resource was in sync for its generation: spread the first
         // reads over one refresh interval instead of reading every shadow at once.
         ctx.metrics.readiness(&uid, K::KIND, Some(true));
         let delay = obj
             .refresh()
-            .map(|period| until_refresh_slot(ctx.refresh_phase(&uid), period, false));
+            .map(|period| until_refresh_slot(ctx.resources.refresh_phase(&uid), period, false));
         return Ok((
             delay.map_or_else(Action::await_change, Action::requeue),
             true,
         ));
     }
-    ctx.first_sight(&uid);
+    ctx.resources.first_sight(&uid);
 
     let conflicts_before = K::conflicts(&prior).cloned().unwrap_or_default();
     let opts = SyncOptions {
@@ -412,10 +412,10 @@ async fn reconcile_inner<K: Managed>(
         .iter()
         .any(|c| c.type_ == "Stalled" && c.status == "True");
     let action = if synced.ready {
-        ctx.reset_backoff(&uid);
+        ctx.resources.reset_backoff(&uid);
         obj.refresh().map_or_else(Action::await_change, |period| {
             Action::requeue(until_refresh_slot(
-                ctx.refresh_phase(&uid),
+                ctx.resources.refresh_phase(&uid),
                 period,
                 synced.wrote,
             ))
@@ -425,13 +425,13 @@ async fn reconcile_inner<K: Managed>(
         // the refresh period, or on the next change.
         obj.refresh().map_or_else(Action::await_change, |period| {
             Action::requeue(until_refresh_slot(
-                ctx.refresh_phase(&uid),
+                ctx.resources.refresh_phase(&uid),
                 period,
                 synced.wrote,
             ))
         })
     } else {
-        Action::requeue(ctx.next_backoff(&uid))
+        Action::requeue(ctx.resources.next_backoff(&uid))
     };
     Ok((action, synced.ready))
 }
@@ -507,7 +507,7 @@ fn until_refresh_slot(phase: f64, period: Duration, wrote: bool) -> Duration {
 
 fn error_policy<K: Managed>(obj: Arc<Cached<K>>, err: &OperatorError, ctx: Arc<Context>) -> Action {
     let uid = obj.uid().unwrap_or_default();
-    let delay = ctx.next_backoff(&uid);
+    let delay = ctx.resources.next_backoff(&uid);
     warn!(kind = K::KIND, name = %obj.name_any(), reason = err.reason(), error = %err,
           retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)

@@ -12,13 +12,12 @@ mod events;
 mod http;
 mod kinds;
 mod metrics;
+mod resources;
 mod tenancy;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use kube::api::{Api, DynamicObject};
 use kube::Client;
@@ -110,123 +109,32 @@ pub struct Context {
     pub concurrency: u16,
     /// The namespace allow-lists (see [`tenancy`]).
     tenancy: tenancy::Tenancy,
-    /// Resources seen since start, numbered in order of first sight: the number fixes
-    /// the resource's refresh phase (see [`Context::refresh_phase`]).
-    seen: Mutex<Sightings>,
-    /// Consecutive failures per resource, for the retry backoff.
-    failures: Mutex<HashMap<String, u32>>,
-    /// resourceVersion of our last write per resource, to detect a cache behind it.
-    written: Mutex<HashMap<String, u64>>,
+    /// What is remembered of each resource between passes.
+    resources: resources::Resources,
 }
 
 impl Context {
-    /// True the first time a resource is seen since the operator started.
-    fn first_sight(&self, uid: &str) -> bool {
-        self.seen
-            .lock()
-            .map(|mut seen| {
-                if seen.order.contains_key(uid) {
-                    return false;
-                }
-                let number = seen.next;
-                seen.next = seen.next.wrapping_add(1);
-                seen.order.insert(uid.to_string(), number);
-                true
-            })
-            .unwrap_or(false)
-    }
-
-    /// Where in its refresh interval a resource refreshes, as a fraction in [0, 1).
-    /// The n-th resource seen gets the fractional part of n times the golden ratio
-    /// (a Weyl sequence): however many resources there are, consecutive ones land in
-    /// the largest remaining gap, so reads are spread almost exactly evenly over the
-    /// interval, without any resource knowing how many others there are. (Random or
-    /// hashed phases give Poisson clumps: at 40 reads/s the busiest second of an
-    /// interval sees about 1.5 times the mean.)
-    fn refresh_phase(&self, uid: &str) -> f64 {
-        const GOLDEN_FRACTION: f64 = 0.618_033_988_749_894_9;
-        let number = self
-            .seen
-            .lock()
-            .ok()
-            .and_then(|seen| seen.order.get(uid).copied());
-        match number {
-            Some(n) => (f64::from(n) * GOLDEN_FRACTION).fract(),
-            // Not seen (cannot happen: a pass marks its resource first); any phase works.
-            None => 0.0,
-        }
-    }
-
-    fn forget(&self, uid: &str) {
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.order.remove(uid);
-        }
-        if let Ok(mut written) = self.written.lock() {
-            written.remove(uid);
-        }
-        self.reset_backoff(uid);
-    }
-
     /// Remembers the resourceVersion an own write produced.
     fn wrote<K: kube::Resource>(&self, obj: &K) {
         let meta = obj.meta();
         let (Some(uid), Some(version)) = (
-            meta.uid.as_ref(),
+            meta.uid.as_deref(),
             meta.resource_version
                 .as_deref()
                 .and_then(|v| v.parse().ok()),
         ) else {
             return;
         };
-        if let Ok(mut written) = self.written.lock() {
-            written.insert(uid.clone(), version);
-        }
+        self.resources.wrote(uid, version);
     }
 
     /// True when the cached object is older than our last write to it. resourceVersions
     /// are opaque in general; where they are not numbers this never claims staleness.
     fn cache_is_behind(&self, uid: &str, cached: Option<&str>) -> bool {
-        let Some(cached) = cached.and_then(|v| v.parse::<u64>().ok()) else {
-            return false;
-        };
-        self.written
-            .lock()
-            .map(|written| written.get(uid).is_some_and(|ours| *ours > cached))
-            .unwrap_or(false)
+        cached
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|cached| self.resources.cache_is_behind(uid, cached))
     }
-
-    fn reset_backoff(&self, uid: &str) {
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(uid);
-        }
-    }
-
-    /// Exponential backoff per resource: 2 s doubling to 5 min, with jitter. Bounds the
-    /// data-plane calls of a failing resource (each pass makes at most a few calls, and
-    /// the data-plane client retries within a pass on its own budget).
-    fn next_backoff(&self, uid: &str) -> Duration {
-        let count = self
-            .failures
-            .lock()
-            .map(|mut failures| {
-                let n = failures.entry(uid.to_string()).or_insert(0);
-                *n = n.saturating_add(1);
-                *n
-            })
-            .unwrap_or(1);
-        let ceiling = Duration::from_secs(2)
-            .saturating_mul(1 << count.saturating_sub(1).min(8))
-            .min(Duration::from_secs(300));
-        use rand::Rng;
-        ceiling.mul_f64(rand::rng().random_range(0.5..1.0))
-    }
-}
-
-/// The resources seen since start, each with its number in order of first sight.
-#[derive(Default)]
-struct Sightings {
-    order: HashMap<String, u32>,
-    next: u32,
 }
 
 /// Health as `/healthz` and `/readyz` report it.
@@ -297,9 +205,7 @@ pub async fn run(args: RunArgs) -> u8 {
         metrics: metrics.clone(),
         concurrency: args.concurrency.max(1),
         tenancy,
-        seen: Mutex::default(),
-        failures: Mutex::default(),
-        written: Mutex::default(),
+        resources: resources::Resources::default(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -318,7 +318,7 @@ pub async fn enforce<K: Managed>(
             publish(ctx, obj, &[event]).await;
             remove_finalizer(ctx, api, obj).await?;
         }
-        ctx.forget(&uid);
+        ctx.resources.forget(&uid);
         return Ok(Some((Action::await_change(), false)));
     }
 
