@@ -9,6 +9,7 @@
 //! The types mirror the AWS wire shapes so that every implementation can be held to the
 //! same contract (`tests/contract.rs`).
 
+pub mod availability;
 pub mod aws;
 pub mod embedded;
 pub mod resilient;

@@ -15,7 +15,7 @@ use futures::{Stream, StreamExt};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{Controller, WatchStreamExt};
 use kube::{Resource, ResourceExt};
@@ -27,6 +27,7 @@ use super::events::Record;
 use super::kinds::Managed;
 use super::{Context, OperatorError};
 use crate::api::{ManagementPolicy, FINALIZER, PAUSED_ANNOTATION, RECONCILE_REQUESTED_ANNOTATION};
+use crate::dataplane::availability::is_outage_reason;
 use crate::planner::conditions::{set_conditions, Health};
 use crate::sync::{SyncEvent, SyncOptions};
 
@@ -82,6 +83,7 @@ pub async fn run<K: Managed>(
     Controller::for_shared_stream(stream, reader)
         .with_config(config)
         .reconcile_on(ctx.tenancy.requeues(owners.store.clone()))
+        .reconcile_on(after_outages(ctx.clone(), owners.store.clone()))
         .graceful_shutdown_on(shutdown)
         .run(
             move |obj, ctx| {
@@ -192,6 +194,41 @@ fn triggered<K: Managed>(
             }
         };
         futures::stream::iter(objects)
+    })
+}
+
+/// When the data plane answers again after an outage, the resources whose last pass
+/// failed for want of an answer, so that they do not wait out the rest of their backoff
+/// (up to 5 minutes). Each is woken once per failure; one that fails again backs off as
+/// before, so no outage pattern makes a retry loop of this.
+fn after_outages<K: Managed>(
+    ctx: Arc<Context>,
+    store: Store<Cached<K>>,
+) -> impl Stream<Item = ObjectRef<Cached<K>>> + Send {
+    let recoveries = ctx.recoveries.clone();
+    futures::stream::unfold(recoveries, |mut recoveries| async move {
+        recoveries.changed().await.ok()?;
+        Some(((), recoveries))
+    })
+    .flat_map(move |()| {
+        let waiting: Vec<_> = store
+            .state()
+            .iter()
+            .filter(|object| {
+                object
+                    .uid()
+                    .is_some_and(|uid| ctx.resources.take_awaiting(&uid))
+            })
+            .map(|object| ObjectRef::from_obj(object.as_ref()))
+            .collect();
+        if !waiting.is_empty() {
+            info!(
+                kind = K::KIND,
+                resources = waiting.len(),
+                "the data plane answers again: retrying the resources that waited for it"
+            );
+        }
+        futures::stream::iter(waiting)
     })
 }
 
@@ -431,6 +468,12 @@ async fn reconcile_inner<K: Managed>(
             ))
         })
     } else {
+        let unanswered = K::conditions(&synced.status)
+            .iter()
+            .any(|c| c.type_ == "Ready" && is_outage_reason(&c.reason));
+        if unanswered {
+            ctx.resources.await_data_plane(&uid);
+        }
         Action::requeue(ctx.resources.next_backoff(&uid))
     };
     Ok((action, synced.ready))

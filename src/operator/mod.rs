@@ -26,6 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::api::{RetainedMessage, ThingShadow};
 use crate::cli::target::DataPlaneArgs;
+use crate::dataplane::availability::Availability;
 use crate::dataplane::resilient::CallObserver;
 use crate::sync::Syncer;
 pub use controller::FIELD_MANAGER;
@@ -111,6 +112,9 @@ pub struct Context {
     tenancy: tenancy::Tenancy,
     /// What is remembered of each resource between passes.
     resources: resources::Resources,
+    /// Changes when the data plane answers again after an outage (see
+    /// [`crate::dataplane::availability`]).
+    recoveries: watch::Receiver<u64>,
 }
 
 impl Context {
@@ -172,7 +176,9 @@ pub async fn run(args: RunArgs) -> u8 {
         }
     };
     let metrics = Arc::new(Metrics::default());
-    let observer: Arc<dyn CallObserver> = metrics.clone();
+    let availability = Arc::new(Availability::new(Some(metrics.clone())));
+    let recoveries = availability.subscribe();
+    let observer: Arc<dyn CallObserver> = availability;
     let (dataplane, description) = match args.dataplane.connect(None, Some(observer)).await {
         Ok(pair) => pair,
         Err(err) => {
@@ -206,6 +212,7 @@ pub async fn run(args: RunArgs) -> u8 {
         concurrency: args.concurrency.max(1),
         tenancy,
         resources: resources::Resources::default(),
+        recoveries,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -27,11 +27,17 @@ struct Remembered {
     failures: u32,
     /// resourceVersion our last write produced.
     written: Option<u64>,
+    /// Its last pass failed because the data plane did not answer: worth a pass as
+    /// soon as it answers again, whatever its backoff.
+    awaiting_data_plane: bool,
 }
 
 impl Remembered {
     fn is_empty(&self) -> bool {
-        self.number.is_none() && self.failures == 0 && self.written.is_none()
+        self.number.is_none()
+            && self.failures == 0
+            && self.written.is_none()
+            && !self.awaiting_data_plane
     }
 }
 
@@ -112,6 +118,7 @@ impl Resources {
         let mut state = self.state();
         if let Some(entry) = state.by_uid.get_mut(uid) {
             entry.failures = 0;
+            entry.awaiting_data_plane = false;
             if entry.is_empty() {
                 state.by_uid.remove(uid);
             }
@@ -132,6 +139,20 @@ impl Resources {
             .min(Duration::from_secs(300));
         use rand::Rng;
         ceiling.mul_f64(rand::rng().random_range(0.5..1.0))
+    }
+
+    /// The last pass failed for want of an answer from the data plane.
+    pub fn await_data_plane(&self, uid: &str) {
+        self.update(uid, |entry, _| entry.awaiting_data_plane = true);
+    }
+
+    /// True (once) if the resource waits for the data plane to answer again.
+    pub fn take_awaiting(&self, uid: &str) -> bool {
+        let mut state = self.state();
+        state
+            .by_uid
+            .get_mut(uid)
+            .is_some_and(|entry| std::mem::take(&mut entry.awaiting_data_plane))
     }
 
     #[cfg(test)]
@@ -189,6 +210,19 @@ mod tests {
         assert!(!resources.cache_is_behind("a", 9));
         resources.forget("a");
         assert!(!resources.cache_is_behind("a", 6));
+    }
+
+    #[test]
+    fn a_resource_waits_for_the_data_plane_until_taken_or_it_succeeds() {
+        let resources = Resources::default();
+        assert!(!resources.take_awaiting("a"));
+        resources.await_data_plane("a");
+        assert!(resources.take_awaiting("a"));
+        assert!(!resources.take_awaiting("a"), "taken once");
+        resources.await_data_plane("a");
+        resources.reset_backoff("a");
+        assert!(!resources.take_awaiting("a"), "a success clears it");
+        assert_eq!(resources.len(), 0);
     }
 
     #[test]
