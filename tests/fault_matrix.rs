@@ -150,18 +150,6 @@ impl Figures {
     }
 }
 
-async fn target_stats(s: &Stack) -> TargetStats {
-    let (code, body) = http(
-        "GET",
-        &format!("{}/_shadowsync/stats/targets", s.dp_url),
-        b"",
-    )
-    .await
-    .unwrap_or_else(|e| panic!("target stats: {e}"));
-    assert_eq!(code, 200, "target stats: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("target stats {body}: {e}"))
-}
-
 fn kind_api(s: &Stack, kind: Kind) -> Api<DynamicObject> {
     let resource = match kind {
         Kind::Shadow => ApiResource::erase::<ThingShadow>(&()),
@@ -368,7 +356,7 @@ async fn scenario(
         s.set_faults(faults.clone()).await;
     }
     let stats_before = s.stats().await;
-    let targets_before = target_stats(s).await;
+    let targets_before = s.target_stats().await;
     let declared_before = fleet.declared.clone();
     let started = Instant::now();
     let devices = start_devices(s);
@@ -376,7 +364,7 @@ async fn scenario(
     let took = converge(s, started, name).await;
     let reports = stop_devices(devices).await;
     let stats_after = s.stats().await;
-    let targets_after = target_stats(s).await;
+    let targets_after = s.target_stats().await;
     if faults.is_some() {
         s.set_faults(json!({})).await;
         let injected = &stats_after.0.injected;
@@ -463,7 +451,7 @@ async fn fault_matrix() {
     }
     let took = converge(&s, started, "create").await;
     assert_cloud_matches(&s, &fleet, "create").await;
-    let totals = target_stats(&s).await;
+    let totals = s.target_stats().await;
     for i in 0..RETAINED {
         assert_eq!(
             totals.publishes_of(&topic_name(i)),
@@ -506,13 +494,13 @@ async fn fault_matrix() {
         let name = "outage-60s";
         s.set_faults(json!({"outage": true})).await;
         let stats_before = s.stats().await;
-        let targets_before = target_stats(&s).await;
+        let targets_before = s.target_stats().await;
         let declared_before = fleet.declared.clone();
         let outage_started = Instant::now();
         let changes = change_all(&s, &mut fleet, round, None).await;
         // The outage lasts its minute: this is the fault's length, not a wait for a state.
         tokio::time::sleep(OUTAGE.saturating_sub(outage_started.elapsed())).await;
-        let targets_in_outage = target_stats(&s).await;
+        let targets_in_outage = s.target_stats().await;
         let stats_in_outage = s.stats().await;
         let outage_window = outage_started.elapsed();
         s.set_faults(json!({})).await;
@@ -531,7 +519,7 @@ async fn fault_matrix() {
              resources waited out their backoff"
         );
         let stats_after = s.stats().await;
-        let targets_after = target_stats(&s).await;
+        let targets_after = s.target_stats().await;
         assert_cloud_matches(&s, &fleet, name).await;
         let publishes = assert_no_duplicate_publish(
             name,
@@ -568,7 +556,7 @@ async fn fault_matrix() {
         round += 1;
         let conflicts_before = s.api_count("verb=patch&subresource=status&code=409").await;
         let stats_before = s.stats().await;
-        let targets_before = target_stats(&s).await;
+        let targets_before = s.target_stats().await;
         let declared_before = fleet.declared.clone();
         let started = Instant::now();
         let devices = start_devices(&s);
@@ -608,7 +596,7 @@ async fn fault_matrix() {
         let took = converge(&s, started, name).await;
         let reports = stop_devices(devices).await;
         let stats_after = s.stats().await;
-        let targets_after = target_stats(&s).await;
+        let targets_after = s.target_stats().await;
         assert_cloud_matches(&s, &fleet, name).await;
         let publishes = assert_no_duplicate_publish(
             name,
@@ -651,7 +639,7 @@ async fn fault_matrix() {
         ));
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let stats_before = s.stats().await;
-        let targets_before = target_stats(&s).await;
+        let targets_before = s.target_stats().await;
         let declared_before = fleet.declared.clone();
         let started = Instant::now();
         let devices = start_devices(&s);
@@ -678,7 +666,7 @@ async fn fault_matrix() {
         let took = converge(&s, started, name).await;
         let reports = stop_devices(devices).await;
         let stats_after = s.stats().await;
-        let targets_after = target_stats(&s).await;
+        let targets_after = s.target_stats().await;
         assert_cloud_matches(&s, &fleet, name).await;
         let publishes = assert_no_duplicate_publish(
             name,
@@ -706,7 +694,7 @@ async fn fault_matrix() {
     }
 
     // Over the whole run: no topic was published more often than its spec was declared.
-    let totals = target_stats(&s).await;
+    let totals = s.target_stats().await;
     for i in 0..RETAINED {
         let topic = topic_name(i);
         assert!(

@@ -1225,6 +1225,149 @@ async fn invalid_spec_stalls_without_any_call() {
     assert_eq!(stats.total(), 0, "no data-plane call: {:?}", stats.0);
 }
 
+/// CRDs whose ThingShadow schema takes any spec, as an older or newer CRD than the
+/// operator's can (Helm does not upgrade CRDs): the apiserver admits objects the operator
+/// cannot read.
+fn permissive_crds(name: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("e2e-crds")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a CRD directory");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    for entry in std::fs::read_dir(&source).expect("crds/") {
+        let path = entry.expect("a CRD file").path();
+        let text = std::fs::read_to_string(&path).expect("a CRD");
+        let mut crd: serde_yaml::Value = serde_yaml::from_str(&text).expect("CRD YAML");
+        if crd["spec"]["names"]["kind"] == "ThingShadow" {
+            let versions = crd["spec"]["versions"].as_sequence_mut().expect("versions");
+            for version in versions {
+                version["schema"]["openAPIV3Schema"]["properties"]["spec"] = serde_yaml::from_str(
+                    "{type: object, x-kubernetes-preserve-unknown-fields: true}",
+                )
+                .expect("a schema");
+            }
+        }
+        let out = dir.join(path.file_name().expect("a file name"));
+        std::fs::write(out, serde_yaml::to_string(&crd).expect("YAML")).expect("write a CRD");
+    }
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_the_operator_cannot_read_is_stalled_and_left_alone() {
+    let mut s = Stack::with_crds("undecodable", &permissive_crds("undecodable")).await;
+    s.start_operator(&[]).await;
+    let ns = "e2e-undecodable";
+    s.create_namespace(ns).await;
+
+    // A new object that does not match: Stalled, a Warning naming the field, no call.
+    s.create(
+        SHADOW,
+        ns,
+        "bad",
+        json!({"thingName": 42, "desired": {"a": 1}}),
+    )
+    .await;
+    let obj = s
+        .wait_status(
+            SHADOW,
+            ns,
+            "bad",
+            "Stalled=True reason InvalidObject",
+            |o| condition_reason(o, "Stalled").as_deref() == Some("InvalidObject") && is_current(o),
+        )
+        .await;
+    assert!(condition_is(&obj, "Ready", "False"));
+    let message = condition(&obj, "Stalled").expect("Stalled")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("spec.thingName"),
+        "names the field: {message}"
+    );
+    let event = s.wait_event(ns, "bad", "Warning", "InvalidObject").await;
+    assert!(event.message.unwrap_or_default().contains("spec.thingName"));
+
+    // A good object next to it converges: the watch goes on. It refreshes every second.
+    s.create(
+        SHADOW,
+        ns,
+        "good",
+        json!({"thingName": "e2e-undecodable-good", "desired": {"v": 1}, "refreshInterval": "1s"}),
+    )
+    .await;
+    s.wait_ready(SHADOW, ns, "good").await;
+    assert_eq!(
+        s.stats().await.writes(),
+        1,
+        "only the good object was written"
+    );
+
+    // An edit that breaks it: its last good spec is not enforced any more, not even by
+    // its refresh. A probe refreshing every second shows time passing for the operator.
+    s.merge_patch(
+        SHADOW,
+        ns,
+        "good",
+        json!({"spec": {"managementPolicy": "Sometimes", "desired": {"v": 2}}}),
+    )
+    .await;
+    let obj = s
+        .wait_status(
+            SHADOW,
+            ns,
+            "good",
+            "Stalled=True reason InvalidObject",
+            |o| condition_reason(o, "Stalled").as_deref() == Some("InvalidObject") && is_current(o),
+        )
+        .await;
+    let message = condition(&obj, "Stalled").expect("Stalled")["message"].to_string();
+    assert!(message.contains("spec.managementPolicy"), "{message}");
+    let broken = s.target_stats().await;
+    s.create(
+        SHADOW,
+        ns,
+        "probe",
+        json!({"thingName": "e2e-undecodable-probe", "desired": {"p": 1}, "refreshInterval": "1s"}),
+    )
+    .await;
+    eventually("the probe refreshed three times", DEADLINE, async || {
+        let reads = s.target_stats().await.calls_of("e2e-undecodable-probe");
+        // create: a read and a write; then one read per refresh
+        (reads >= 5).then_some(()).ok_or(format!("{reads} calls"))
+    })
+    .await;
+    let later = s.target_stats().await;
+    assert_eq!(
+        later.calls_of("e2e-undecodable-good"),
+        broken.calls_of("e2e-undecodable-good"),
+        "no call for an object that cannot be read"
+    );
+    assert_eq!(later.calls_of("42"), 0);
+
+    // Mended: synced again, and the Stalled condition is gone.
+    s.merge_patch(
+        SHADOW,
+        ns,
+        "good",
+        json!({"spec": {"managementPolicy": null, "desired": {"v": 3}}}),
+    )
+    .await;
+    let obj = s
+        .wait_status(SHADOW, ns, "good", "Ready again", |o| {
+            condition_is(o, "Ready", "True") && is_current(o)
+        })
+        .await;
+    assert!(!condition_is(&obj, "Stalled", "True"), "{}", obj["status"]);
+    let cloud = s
+        .shadow("e2e-undecodable-good", None)
+        .await
+        .expect("the shadow exists");
+    assert_eq!(desired_of(&cloud), json!({"v": 3}));
+}
+
 // ---------------------------------------------------------------------------------
 // 12. retained messages
 

@@ -52,7 +52,14 @@ pub async fn run<K: Managed>(
     let index = Arc::new(TargetIndex::default());
     let triggers = Arc::new(Triggers::default());
     let stream = triggered(
-        decoded::<K>(api, ctx.clone(), index.clone(), triggers.clone()).reflect(writer),
+        decoded::<K>(
+            api,
+            ctx.clone(),
+            index.clone(),
+            triggers.clone(),
+            reader.clone(),
+        )
+        .reflect(writer),
         reader.clone(),
         triggers,
     );
@@ -102,13 +109,15 @@ pub async fn run<K: Managed>(
 }
 
 /// Watches the kind untyped and decodes each object on its own, so that one object that
-/// does not deserialize is skipped with a warning instead of stopping the whole watch.
+/// does not deserialize is left out of the cache (and marked, see [`report_undecodable`])
+/// instead of stopping the whole watch.
 /// Objects are cached in their compact form ([`Cached`]) and indexed by target.
 fn decoded<K: Managed>(
     api: Api<DynamicObject>,
     ctx: Arc<Context>,
     index: Arc<TargetIndex>,
     triggers: Arc<Triggers>,
+    store: Store<Cached<K>>,
 ) -> impl Stream<Item = Result<watcher::Event<Cached<K>>, watcher::Error>> + Send {
     // Pages of 100 bound the memory of a relist to about one page of decoded objects
     // (client-go lists in pages of 500). An apiserver that serves resourceVersion=0
@@ -122,30 +131,42 @@ fn decoded<K: Managed>(
             let ctx = ctx.clone();
             let index = index.clone();
             let triggers = triggers.clone();
+            let store = store.clone();
             async move {
+                // An object that does not match: tell its owner on the object itself (not
+                // only in the log), and drop a cached older version, which must not stay
+                // in force. (A relist leaves it out of the new cache by itself.)
+                let undecodable = |obj: &DynamicObject| {
+                    let err = explain_undecodable::<K>(obj);
+                    warn!(kind = K::KIND, namespace = %obj.namespace().unwrap_or_default(),
+                          name = %obj.name_any(), error = %err,
+                          "skipping an object that does not match the schema");
+                    ctx.metrics
+                        .reconciled(K::KIND, "undecodable", Duration::ZERO);
+                    tokio::spawn(report_undecodable::<K>(ctx.clone(), obj.clone(), err));
+                };
                 let convert = |obj: DynamicObject| -> Option<Cached<K>> {
-                    let name = obj.name_any();
-                    let namespace = obj.namespace().unwrap_or_default();
-                    match serde_json::to_value(obj)
-                        .and_then(serde_json::from_value::<K>)
-                        .and_then(|typed| Cached::new(&typed))
-                    {
-                        Ok(cached) => Some(cached),
-                        Err(err) => {
-                            warn!(kind = K::KIND, %namespace, %name, error = %err,
-                                  "skipping an object that does not match the schema");
-                            ctx.metrics
-                                .reconciled(K::KIND, "undecodable", Duration::ZERO);
-                            None
-                        }
-                    }
+                    decode::<K>(&obj).map_err(|_| undecodable(&obj)).ok()
                 };
                 match event {
-                    Ok(watcher::Event::Apply(obj)) => convert(obj).map(|o| {
-                        index.applied(&o);
-                        Ok(watcher::Event::Apply(o))
-                    }),
-                    Ok(watcher::Event::Delete(obj)) => convert(obj).map(|o| {
+                    Ok(watcher::Event::Apply(obj)) => match decode::<K>(&obj) {
+                        Ok(o) => {
+                            index.applied(&o);
+                            Some(Ok(watcher::Event::Apply(o)))
+                        }
+                        Err(_) => {
+                            undecodable(&obj);
+                            let stale = ObjectRef::<Cached<K>>::new(&obj.name_any())
+                                .within(&obj.namespace().unwrap_or_default());
+                            store.get(&stale).map(|old| {
+                                index.deleted(&old);
+                                triggers.forget(old.as_ref());
+                                Ok(watcher::Event::Delete(old.as_ref().clone()))
+                            })
+                        }
+                    },
+                    // Gone: nothing to tell (a cached version left with its last Apply).
+                    Ok(watcher::Event::Delete(obj)) => decode::<K>(&obj).ok().map(|o| {
                         index.deleted(&o);
                         triggers.forget(&o);
                         Ok(watcher::Event::Delete(o))
@@ -166,6 +187,123 @@ fn decoded<K: Managed>(
                 }
             }
         })
+}
+
+/// The compact cached form of a watched object.
+fn decode<K: Managed>(obj: &DynamicObject) -> Result<Cached<K>, serde_json::Error> {
+    serde_json::to_value(obj)
+        .and_then(serde_json::from_value::<K>)
+        .and_then(|typed| Cached::new(&typed))
+}
+
+/// Why `obj` does not decode, naming the field (`spec.thingName: invalid type: ...`).
+/// Decodes again with the path tracked: only for the rare object that failed.
+fn explain_undecodable<K: Managed>(obj: &DynamicObject) -> String {
+    let value = match serde_json::to_value(obj) {
+        Ok(value) => value,
+        Err(err) => return err.to_string(),
+    };
+    match serde_path_to_error::deserialize::<_, K>(value) {
+        Ok(typed) => match Cached::new(&typed) {
+            Ok(_) => "it decodes now".into(),
+            Err(err) => err.to_string(),
+        },
+        Err(err) => {
+            let path = err.path().to_string();
+            format!("{path}: {}", err.into_inner())
+        }
+    }
+}
+
+/// The reason on an object that does not match the schema the operator was built with.
+const INVALID_OBJECT: &str = "InvalidObject";
+
+/// Marks an object the operator cannot read (Stalled, reason `InvalidObject`) and records
+/// a Warning Event, once per generation. The CRD's schema refuses such objects, so they
+/// come only from a CRD older or newer than the operator (Helm does not upgrade CRDs).
+/// The status is merge-patched (conditions and observedGeneration only), as the typed
+/// status cannot be read.
+async fn report_undecodable<K: Managed>(ctx: Arc<Context>, obj: DynamicObject, err: String) {
+    let (Some(namespace), name) = (obj.namespace(), obj.name_any()) else {
+        return;
+    };
+    let message = crate::sync::truncate(
+        format!(
+            "the object does not match the {} schema of this operator ({err}); nothing is \
+             done with it, cleanup on deletion included, until it matches. Is the \
+             CustomResourceDefinition older or newer than the operator? Upgrade the CRDs \
+             with it",
+            K::KIND
+        ),
+        1000,
+    );
+    let before: Vec<crate::api::Condition> = obj
+        .data
+        .pointer("/status/conditions")
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default();
+    let mut conditions = before.clone();
+    set_conditions(
+        &mut conditions,
+        obj.metadata.generation,
+        &crate::sync::now(),
+        &Health::Stalled {
+            reason: INVALID_OBJECT,
+            message: message.clone(),
+        },
+        Some((false, INVALID_OBJECT, message.clone())),
+        None,
+    );
+    let observed = obj
+        .data
+        .pointer("/status/observedGeneration")
+        .and_then(|g| g.as_i64());
+    let unchanged = observed == obj.metadata.generation
+        && before.len() == conditions.len()
+        && before.iter().zip(&conditions).all(|(a, b)| {
+            (
+                &a.type_,
+                &a.status,
+                &a.reason,
+                &a.message,
+                a.observed_generation,
+            ) == (
+                &b.type_,
+                &b.status,
+                &b.reason,
+                &b.message,
+                b.observed_generation,
+            )
+        });
+    if unchanged {
+        return;
+    }
+    let resource = api_resource::<K>();
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &resource);
+    let patch = json!({"status": {
+        "observedGeneration": obj.metadata.generation,
+        "conditions": conditions,
+    }});
+    if let Err(err) = api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        warn!(kind = K::KIND, %namespace, %name, error = %err, "cannot write the status");
+        return;
+    }
+    let record = Record {
+        warning: true,
+        reason: INVALID_OBJECT,
+        note: &message,
+        action: "Reconcile",
+    };
+    if let Err(err) = ctx
+        .events
+        .publish(&record, &obj.object_ref(&resource))
+        .await
+    {
+        warn!(error = %err, "cannot record an event");
+    }
 }
 
 /// The objects to reconcile, from the reflected watch: a changed object as its event

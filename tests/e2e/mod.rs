@@ -307,6 +307,11 @@ impl Stack {
 
     /// Starts the apiserver and the data plane only.
     pub async fn without_operator(name: &str) -> Stack {
+        Stack::with_crds(name, &repo_path("crds")).await
+    }
+
+    /// [`Stack::without_operator`] with the CustomResourceDefinitions in `crds`.
+    pub async fn with_crds(name: &str, crds: &std::path::Path) -> Stack {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join("e2e")
             .join(name);
@@ -321,7 +326,7 @@ impl Stack {
                 "--listen".into(),
                 "127.0.0.1:0".into(),
                 "--crds".into(),
-                repo_path("crds").display().to_string(),
+                crds.display().to_string(),
                 "--kubeconfig".into(),
                 kubeconfig.display().to_string(),
                 // Namespaces are per test; their content goes soon after they do.
@@ -721,6 +726,16 @@ impl Stack {
     }
 
     // ---- counters
+
+    /// The data plane's call counts per thing and topic, and publishes per topic.
+    pub async fn target_stats(&self) -> shadowsync::dataplane::server::TargetStats {
+        let url = format!("{}/_shadowsync/stats/targets", self.dp_url);
+        let (code, body) = http("GET", &url, b"")
+            .await
+            .unwrap_or_else(|e| panic!("target stats: {e}"));
+        assert_eq!(code, 200, "target stats: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("target stats {body}: {e}"))
+    }
 
     /// The data plane's call counts.
     pub async fn stats(&self) -> Stats {
