@@ -666,7 +666,7 @@ fn precedence<K: Managed>(o: &K) -> Precedence {
 }
 
 /// Time until this resource's next refresh slot. Each resource refreshes at a fixed
-/// phase of its interval (a fraction in [0, 1), see `Context::refresh_phase`), so reads
+/// phase of its interval (a fraction in [0, 1), see `Resources::refresh_phase`), so reads
 /// spread evenly over the interval even when thousands of resources were created (or
 /// changed) in the same second. After a pass that wrote, the write's answer is fresh
 /// state: the next read waits for the slot at least 0.9 interval away instead of
