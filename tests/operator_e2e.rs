@@ -1346,6 +1346,13 @@ async fn an_object_the_operator_cannot_read_is_stalled_and_left_alone() {
         "no call for an object that cannot be read"
     );
     assert_eq!(later.calls_of("42"), 0);
+    // The readiness gauge counts it as not Ready (bad and good out of bad, good, probe).
+    let (code, metrics) = s.operator_get("/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("shadowsync_resources{kind=\"ThingShadow\",ready=\"false\"} 2"),
+        "{metrics}"
+    );
 
     // Mended: synced again, and the Stalled condition is gone.
     s.merge_patch(

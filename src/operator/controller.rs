@@ -143,6 +143,9 @@ fn decoded<K: Managed>(
                           "skipping an object that does not match the schema");
                     ctx.metrics
                         .reconciled(K::KIND, "undecodable", Duration::ZERO);
+                    if let Some(uid) = obj.uid() {
+                        ctx.metrics.readiness(&uid, K::KIND, Some(false));
+                    }
                     tokio::spawn(report_undecodable::<K>(ctx.clone(), obj.clone(), err));
                 };
                 let convert = |obj: DynamicObject| -> Option<Cached<K>> {
@@ -165,12 +168,22 @@ fn decoded<K: Managed>(
                             })
                         }
                     },
-                    // Gone: nothing to tell (a cached version left with its last Apply).
-                    Ok(watcher::Event::Delete(obj)) => decode::<K>(&obj).ok().map(|o| {
-                        index.deleted(&o);
-                        triggers.forget(&o);
-                        Ok(watcher::Event::Delete(o))
-                    }),
+                    Ok(watcher::Event::Delete(obj)) => match decode::<K>(&obj) {
+                        Ok(o) => {
+                            index.deleted(&o);
+                            triggers.forget(&o);
+                            Some(Ok(watcher::Event::Delete(o)))
+                        }
+                        // Gone: nothing to tell, and its cached version left with its
+                        // last Apply.
+                        Err(_) => {
+                            if let Some(uid) = obj.uid() {
+                                ctx.metrics.readiness(&uid, K::KIND, None);
+                                ctx.resources.forget(&uid);
+                            }
+                            None
+                        }
+                    },
                     Ok(watcher::Event::InitApply(obj)) => convert(obj).map(|o| {
                         index.relisted(&o);
                         Ok(watcher::Event::InitApply(o))
