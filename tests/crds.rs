@@ -677,7 +677,7 @@ fn retained_message_spec_schema() {
 
     let expiry = node(spec, "messageExpiry");
     assert_eq!(expiry["type"], "integer");
-    assert_eq!(expiry["minimum"], 0.0);
+    assert_eq!(expiry["minimum"], 1.0);
     assert_eq!(expiry["maximum"], 604800.0);
 
     assert_eq!(node(spec, "contentType")["type"], "string");

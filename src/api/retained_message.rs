@@ -100,11 +100,11 @@ pub struct RetainedMessageSpec {
     #[schemars(length(min = 1), extend("format" = "byte"))]
     pub correlation_data: Option<String>,
 
-    /// MQTT 5 message expiry interval in seconds, at most 604800 (7 days, the AWS IoT Core
+    /// MQTT 5 message expiry interval in seconds, 1 to 604800 (7 days, the AWS IoT Core
     /// maximum message expiry interval). A message that expired is not published again until
     /// the spec changes. Absent: never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 604_800))]
+    #[schemars(range(min = 1, max = 604_800))]
     pub message_expiry: Option<u64>,
 
     /// `Manage` (default) publishes the declared message; `Observe` never publishes and only

@@ -235,6 +235,15 @@ pub fn validate_retained_message(
     }
 
     if let Some(expiry) = spec.message_expiry {
+        if expiry == 0 {
+            // MQTT 5: an interval of 0 has passed on arrival; the broker may drop the
+            // message at once, so it would be published again and again for nothing.
+            errors.push(FieldError::new(
+                "spec.messageExpiry",
+                Some("0"),
+                "must be at least 1 second (omit it for a message that never expires)",
+            ));
+        }
         if expiry > MAX_MESSAGE_EXPIRY_SECONDS {
             errors.push(FieldError::new(
                 "spec.messageExpiry",

@@ -816,6 +816,10 @@ fn correlation_data_is_base64_within_the_mqtt_limit() {
 fn message_expiry_bound() {
     let mut spec = message("t");
     spec.message_expiry = Some(0);
+    let errors = message_errors(&spec);
+    assert_eq!(fields(&errors), ["spec.messageExpiry"]);
+    assert!(errors[0].rule.starts_with("must be at least 1 second"));
+    spec.message_expiry = Some(1);
     assert!(message_errors(&spec).is_empty());
     spec.message_expiry = Some(MAX_MESSAGE_EXPIRY_SECONDS);
     assert!(message_errors(&spec).is_empty());
