@@ -333,6 +333,57 @@ fn assert_no_duplicate_publish(
     total
 }
 
+/// The servers' counts before a scenario, to judge it by once it has converged.
+struct Before {
+    stats: Stats,
+    targets: TargetStats,
+    declared: BTreeMap<String, u64>,
+}
+
+impl Before {
+    async fn take(s: &Stack, fleet: &Fleet) -> Before {
+        Before {
+            stats: s.stats().await,
+            targets: s.target_stats().await,
+            declared: fleet.declared.clone(),
+        }
+    }
+
+    /// After the scenario converged, its faults cleared: the cloud equals every spec, no
+    /// topic received more publishes than its declared versions, and the figures since
+    /// `self` (most calls on one resource over `fleet.targets()`).
+    async fn verify(
+        &self,
+        s: &Stack,
+        fleet: &Fleet,
+        name: &str,
+        spec_changes: u64,
+        converge: Duration,
+    ) -> Figures {
+        let stats = s.stats().await;
+        let targets = s.target_stats().await;
+        assert_cloud_matches(s, fleet, name).await;
+        let publishes = assert_no_duplicate_publish(
+            name,
+            &self.targets,
+            &targets,
+            &self.declared,
+            &fleet.declared,
+        );
+        let (max, _) = max_calls(&self.targets, &targets, &fleet.targets());
+        Figures {
+            name: name.into(),
+            calls: stats.total() - self.stats.total(),
+            failed: stats.0.totals.errors - self.stats.0.totals.errors,
+            max_calls_per_resource: max,
+            publishes,
+            spec_changes,
+            converge,
+            extra: String::new(),
+        }
+    }
+}
+
 fn max_calls(before: &TargetStats, after: &TargetStats, targets: &[String]) -> (u64, f64) {
     let deltas: Vec<u64> = targets
         .iter()
@@ -355,60 +406,38 @@ async fn scenario(
     if let Some(faults) = &faults {
         s.set_faults(faults.clone()).await;
     }
-    let stats_before = s.stats().await;
-    let targets_before = s.target_stats().await;
-    let declared_before = fleet.declared.clone();
+    let before = Before::take(s, fleet).await;
     let started = Instant::now();
     let devices = start_devices(s);
     let changes = change_all(s, fleet, round, None).await;
     let took = converge(s, started, name).await;
     let reports = stop_devices(devices).await;
-    let stats_after = s.stats().await;
-    let targets_after = s.target_stats().await;
+    let injected = s.stats().await.0.injected;
+    let prior = &before.stats.0.injected;
     if faults.is_some() {
         s.set_faults(json!({})).await;
-        let injected = &stats_after.0.injected;
-        let before = &stats_before.0.injected;
         let count = injected.throttled
             + injected.errors
             + injected.dropped
             + injected.dropped_after
             + injected.delayed
-            - (before.throttled
-                + before.errors
-                + before.dropped
-                + before.dropped_after
-                + before.delayed);
+            - (prior.throttled
+                + prior.errors
+                + prior.dropped
+                + prior.dropped_after
+                + prior.delayed);
         assert!(count > 0, "{name}: no fault was injected");
     }
-    assert_cloud_matches(s, fleet, name).await;
-    let publishes = assert_no_duplicate_publish(
-        name,
-        &targets_before,
-        &targets_after,
-        &declared_before,
-        &fleet.declared,
+    let mut f = before.verify(s, fleet, name, changes, took).await;
+    f.extra = format!(
+        " device_reports={reports} injected: throttled={} errors={} dropped_before={} dropped_after_apply={} delayed={}",
+        injected.throttled - prior.throttled,
+        injected.errors - prior.errors,
+        injected.dropped - prior.dropped,
+        injected.dropped_after - prior.dropped_after,
+        injected.delayed - prior.delayed,
     );
-    let (max, _) = max_calls(&targets_before, &targets_after, &fleet.targets());
-    let injected = &stats_after.0.injected;
-    let before = &stats_before.0.injected;
-    Figures {
-        name: name.to_string(),
-        calls: stats_after.total() - stats_before.total(),
-        failed: stats_after.0.totals.errors - stats_before.0.totals.errors,
-        max_calls_per_resource: max,
-        publishes,
-        spec_changes: changes,
-        converge: took,
-        extra: format!(
-            " device_reports={reports} injected: throttled={} errors={} dropped_before={} dropped_after_apply={} delayed={}",
-            injected.throttled - before.throttled,
-            injected.errors - before.errors,
-            injected.dropped - before.dropped,
-            injected.dropped_after - before.dropped_after,
-            injected.delayed - before.delayed,
-        ),
-    }
+    f
 }
 
 async fn api_hook(s: &Stack, path: &str) {
@@ -493,9 +522,7 @@ async fn fault_matrix() {
     {
         let name = "outage-60s";
         s.set_faults(json!({"outage": true})).await;
-        let stats_before = s.stats().await;
-        let targets_before = s.target_stats().await;
-        let declared_before = fleet.declared.clone();
+        let before = Before::take(&s, &fleet).await;
         let outage_started = Instant::now();
         let changes = change_all(&s, &mut fleet, round, None).await;
         // The outage lasts its minute: this is the fault's length, not a wait for a state.
@@ -506,7 +533,7 @@ async fn fault_matrix() {
         s.set_faults(json!({})).await;
         let recovery_started = Instant::now();
         // No device reports during the outage: every call on every target is the operator's.
-        let (max, mean) = max_calls(&targets_before, &targets_in_outage, &fleet.all_targets());
+        let (max, mean) = max_calls(&before.targets, &targets_in_outage, &fleet.all_targets());
         assert!(
             max <= OUTAGE_BOUND,
             "{name}: a resource made {max} data-plane calls in {outage_window:?} of outage (bound {OUTAGE_BOUND})"
@@ -518,30 +545,13 @@ async fn fault_matrix() {
             "{name}: Ready {recovered:?} after the outage ended (bound {RECOVERY_BOUND:?}): \
              resources waited out their backoff"
         );
-        let stats_after = s.stats().await;
-        let targets_after = s.target_stats().await;
-        assert_cloud_matches(&s, &fleet, name).await;
-        let publishes = assert_no_duplicate_publish(
-            name,
-            &targets_before,
-            &targets_after,
-            &declared_before,
-            &fleet.declared,
+        let mut f = before.verify(&s, &fleet, name, changes, recovered).await;
+        f.max_calls_per_resource = max;
+        f.extra = format!(
+            " in_outage: calls={} max_calls/resource/min={max} (bound {OUTAGE_BOUND}) mean={mean:.1} window={:.1}s; converge counted from the end of the outage (bound {RECOVERY_BOUND:?})",
+            stats_in_outage.total() - before.stats.total(),
+            outage_window.as_secs_f64()
         );
-        let f = Figures {
-            name: name.into(),
-            calls: stats_after.total() - stats_before.total(),
-            failed: stats_after.0.totals.errors - stats_before.0.totals.errors,
-            max_calls_per_resource: max,
-            publishes,
-            spec_changes: changes,
-            converge: recovered,
-            extra: format!(
-                " in_outage: calls={} max_calls/resource/min={max} (bound {OUTAGE_BOUND}) mean={mean:.1} window={:.1}s; converge counted from the end of the outage (bound {RECOVERY_BOUND:?})",
-                stats_in_outage.total() - stats_before.total(),
-                outage_window.as_secs_f64()
-            ),
-        };
         say(&f.line());
         figures.push(f);
     }
@@ -555,9 +565,7 @@ async fn fault_matrix() {
     ] {
         round += 1;
         let conflicts_before = s.api_count("verb=patch&subresource=status&code=409").await;
-        let stats_before = s.stats().await;
-        let targets_before = s.target_stats().await;
-        let declared_before = fleet.declared.clone();
+        let before = Before::take(&s, &fleet).await;
         let started = Instant::now();
         let devices = start_devices(&s);
         let changes = match name {
@@ -595,32 +603,13 @@ async fn fault_matrix() {
         };
         let took = converge(&s, started, name).await;
         let reports = stop_devices(devices).await;
-        let stats_after = s.stats().await;
-        let targets_after = s.target_stats().await;
-        assert_cloud_matches(&s, &fleet, name).await;
-        let publishes = assert_no_duplicate_publish(
-            name,
-            &targets_before,
-            &targets_after,
-            &declared_before,
-            &fleet.declared,
-        );
+        let mut f = before.verify(&s, &fleet, name, changes, took).await;
         let conflicts =
             s.api_count("verb=patch&subresource=status&code=409").await - conflicts_before;
         if name == "k8s-409-status" {
             assert!(conflicts > 0, "{name}: no status write got 409");
         }
-        let (max, _) = max_calls(&targets_before, &targets_after, &fleet.targets());
-        let f = Figures {
-            name: name.into(),
-            calls: stats_after.total() - stats_before.total(),
-            failed: stats_after.0.totals.errors - stats_before.0.totals.errors,
-            max_calls_per_resource: max,
-            publishes,
-            spec_changes: changes,
-            converge: took,
-            extra: format!(" device_reports={reports} status_409s={conflicts}"),
-        };
+        f.extra = format!(" device_reports={reports} status_409s={conflicts}");
         say(&f.line());
         figures.push(f);
     }
@@ -638,9 +627,7 @@ async fn fault_matrix() {
             "fault-matrix {name}: seed {seed} (replay with {SEED_ENV}={seed})"
         ));
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let stats_before = s.stats().await;
-        let targets_before = s.target_stats().await;
-        let declared_before = fleet.declared.clone();
+        let before = Before::take(&s, &fleet).await;
         let started = Instant::now();
         let devices = start_devices(&s);
         let mut changes = 0;
@@ -665,30 +652,11 @@ async fn fault_matrix() {
         }
         let took = converge(&s, started, name).await;
         let reports = stop_devices(devices).await;
-        let stats_after = s.stats().await;
-        let targets_after = s.target_stats().await;
-        assert_cloud_matches(&s, &fleet, name).await;
-        let publishes = assert_no_duplicate_publish(
-            name,
-            &targets_before,
-            &targets_after,
-            &declared_before,
-            &fleet.declared,
+        let mut f = before.verify(&s, &fleet, name, changes, took).await;
+        f.extra = format!(
+            " device_reports={reports} kills={} seed={seed} kill_after_ms={kill_moments:?}; converge counted from the first change",
+            restarts.load(Ordering::SeqCst)
         );
-        let (max, _) = max_calls(&targets_before, &targets_after, &fleet.targets());
-        let f = Figures {
-            name: name.into(),
-            calls: stats_after.total() - stats_before.total(),
-            failed: stats_after.0.totals.errors - stats_before.0.totals.errors,
-            max_calls_per_resource: max,
-            publishes,
-            spec_changes: changes,
-            converge: took,
-            extra: format!(
-                " device_reports={reports} kills={} seed={seed} kill_after_ms={kill_moments:?}; converge counted from the first change",
-                restarts.load(Ordering::SeqCst)
-            ),
-        };
         say(&f.line());
         figures.push(f);
     }
