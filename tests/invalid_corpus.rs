@@ -428,14 +428,11 @@ async fn cluster_side(s: &Stack, cases: &[Case]) -> Vec<Seen> {
 }
 
 async fn post(s: &Stack, case: &Case, doc: &Value) -> (u16, String) {
-    let url = format!(
-        "{}/apis/iot.shadowsync.dev/v1alpha1/namespaces/{NAMESPACE}/{}?fieldValidation=Strict",
-        s.api_url,
+    let uri = format!(
+        "/apis/iot.shadowsync.dev/v1alpha1/namespaces/{NAMESPACE}/{}?fieldValidation=Strict",
         case.plural()
     );
-    http("POST", &url, doc.to_string().as_bytes())
-        .await
-        .unwrap_or_else(|e| panic!("{}: {e}", case.name))
+    raw(s, ::http::Method::POST, &uri, doc).await
 }
 
 /// An update of the prior version to the case document (what `kubectl apply` sends as a
@@ -449,14 +446,34 @@ async fn put(s: &Stack, case: &Case) -> (u16, String) {
     let mut doc = case.doc.clone();
     doc["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"].clone();
     doc["metadata"]["namespace"] = json!(NAMESPACE);
-    let url = format!(
-        "{}/apis/iot.shadowsync.dev/v1alpha1/namespaces/{NAMESPACE}/{}/{name}?fieldValidation=Strict",
-        s.api_url,
+    let uri = format!(
+        "/apis/iot.shadowsync.dev/v1alpha1/namespaces/{NAMESPACE}/{}/{name}?fieldValidation=Strict",
         case.plural()
     );
-    http("PUT", &url, doc.to_string().as_bytes())
+    raw(s, ::http::Method::PUT, &uri, &doc).await
+}
+
+/// Sends `doc` as it is (the typed API would not build some of the cases) and returns the
+/// apiserver's status code and body.
+async fn raw(s: &Stack, method: ::http::Method, uri: &str, doc: &Value) -> (u16, String) {
+    let request = ::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(doc.to_string().into_bytes()))
+        .expect("a request");
+    let response = s
+        .client
+        .send(request)
         .await
-        .unwrap_or_else(|e| panic!("{}: {e}", case.name))
+        .unwrap_or_else(|e| panic!("{uri}: {e}"));
+    let code = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect_bytes()
+        .await
+        .unwrap_or_else(|e| panic!("{uri}: {e}"));
+    (code, String::from_utf8_lossy(&body).to_string())
 }
 
 /// Runs `shadowsync diff` (which must exit 2 naming the field) and `shadowsync apply` on
@@ -475,14 +492,19 @@ async fn cli_side(dp_url: &str, cases: &[Case]) -> Vec<(Option<i32>, String)> {
             // refuses as a whole; the change is applied alone after the first version.
             Setup::Prior => {
                 let path = dir.join("change.yaml");
-                std::fs::write(&path, serde_yaml::to_string(&case.doc).expect("yaml"))
-                    .expect("write the change");
+                // JSON (which is YAML) says exactly what the case means: a plain YAML
+                // scalar such as on would be read as kubectl reads it.
+                std::fs::write(
+                    &path,
+                    serde_json::to_string_pretty(&case.doc).expect("json"),
+                )
+                .expect("write the change");
                 path
             }
         };
         if let Some(first) = &case.first {
             let path = dir.join("first.yaml");
-            std::fs::write(&path, serde_yaml::to_string(first).expect("yaml"))
+            std::fs::write(&path, serde_json::to_string_pretty(first).expect("json"))
                 .expect("write the first version");
             let (code, out) = run(&dir, dp_url, "apply", &path).await;
             assert_eq!(

@@ -1,17 +1,18 @@
-//! End-to-end tests of `shadowsync run`: the real binary against the test apiserver
-//! (`tests/apiserver`) and the local data plane (`shadowsync dataplane serve`), each a
-//! process of its own, driven through the Kubernetes API, the data plane and kubectl.
+//! End-to-end tests of `shadowsync run`: the real binary against a real Kubernetes
+//! control plane (etcd, kube-apiserver, kube-controller-manager from `tests/kube`) and
+//! the local data plane (`shadowsync dataplane serve`), each a process of its own, driven
+//! through the Kubernetes API, the data plane and kubectl. The operator runs as the
+//! chart's ServiceAccount, bound by the chart's RBAC.
 //!
-//! Every test starts its own three processes (see `e2e/mod.rs`), so that the call
-//! counters of the data plane and the write counters of the apiserver belong to that
+//! Every test starts its own control plane and data plane (see `e2e/mod.rs`), so that
+//! the call counters of the data plane and the audit log of the apiserver belong to that
 //! test alone and tests can run in parallel. Names of namespaces, things and topics are
 //! unique per test all the same.
 //!
-//! Run with `cargo test --workspace` (which also builds `test-apiserver`), or
-//! `cargo build -p test-apiserver && cargo test --test operator_e2e`. The kubectl test
-//! uses `$SHADOWSYNC_KUBECTL` or `kubectl` on PATH and prints a SKIP line without one,
-//! unless `SHADOWSYNC_REQUIRE_KUBECTL=1`. Each test keeps the logs of its processes in
-//! `target/tmp/e2e/<test>/`; a failing test prints their last lines. Set
+//! Run with `cargo test --test operator_e2e`; the first run builds the control plane
+//! (`tests/kube/cluster.sh build`, cached). kubectl (`$SHADOWSYNC_KUBECTL` or on PATH)
+//! is needed. Each test keeps the logs of its processes in `target/tmp/e2e/<test>/`
+//! (the control plane's under `cluster/`); a failing test prints their last lines. Set
 //! `SHADOWSYNC_E2E_OPERATOR_LOG` to a `RUST_LOG` filter for more operator logging.
 
 #[path = "e2e/mod.rs"]
@@ -1702,26 +1703,17 @@ async fn status_write_does_not_trigger_a_reconcile() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_apply_get_wait_delete() {
-    let Some(binary) = find_kubectl() else {
-        assert!(
-            std::env::var("SHADOWSYNC_REQUIRE_KUBECTL").as_deref() != Ok("1"),
-            "kubectl is required (SHADOWSYNC_REQUIRE_KUBECTL=1) but not found"
-        );
-        say("SKIP kubectl_apply_get_wait_delete: no kubectl on PATH (set SHADOWSYNC_KUBECTL)");
-        return;
-    };
+    let binary = find_kubectl().expect("kubectl (built with the control plane)");
     let s = Stack::start("kubectl").await;
     let kubectl = Kubectl::new(binary, &s);
     let ns = "e2e-kubectl";
+    // Imperative, as users do it (kubectl sends built-in kinds as protobuf).
+    let out = kubectl.ok(&["create", "namespace", ns]);
+    assert!(out.contains("namespace/e2e-kubectl created"), "{out}");
     let manifest = s.dir.join("lamp.yaml");
     std::fs::write(
         &manifest,
-        r#"apiVersion: v1
-kind: Namespace
-metadata:
-  name: e2e-kubectl
----
-apiVersion: iot.shadowsync.dev/v1alpha1
+        r#"apiVersion: iot.shadowsync.dev/v1alpha1
 kind: ThingShadow
 metadata:
   name: porch-lamp
@@ -1810,6 +1802,41 @@ spec:
         "{out}"
     );
 
+    // Re-applied server-side, as Argo CD and Flux do: the objects are unchanged and so is
+    // the cloud (no generation change, no write).
+    let out = kubectl.ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        &manifest,
+    ]);
+    assert!(
+        out.contains("thingshadow.iot.shadowsync.dev/porch-lamp serverside-applied"),
+        "{out}"
+    );
+    let again = s
+        .shadow("e2e-kubectl-lamp", Some("config"))
+        .await
+        .expect("shadow");
+    assert_eq!(
+        again.version, cloud.version,
+        "a server-side re-apply writes nothing"
+    );
+
+    // Events as users read them.
+    let out = kubectl.ok(&["events", "-n", ns, "--for", "tshadow/porch-lamp"]);
+    assert!(
+        out.contains("Synced"),
+        "kubectl events shows the Synced event: {out}"
+    );
+    assert!(out.contains("e2e-kubectl-lamp"), "{out}");
+    let out = kubectl.ok(&["events", "-n", ns, "--for", "retmsg/porch-lamp-config"]);
+    assert!(
+        out.contains("Published"),
+        "kubectl events shows the Published event: {out}"
+    );
+
     // The category lists both kinds.
     let out = kubectl.ok(&["get", "shadowsync", "-n", ns, "-o", "name"]);
     assert!(
@@ -1881,6 +1908,45 @@ spec:
     assert!(
         matches!(s.retained("e2e/kubectl/porch-lamp").await, Err(e) if e.kind == ErrorKind::ResourceNotFound),
         "the retained message is deleted"
+    );
+
+    // Deleting the namespace: the real namespace controller deletes what is in it and
+    // waits for the operator's finalizers, so the cleanup happens before it is gone.
+    let last = s.dir.join("last.yaml");
+    std::fs::write(
+        &last,
+        r#"apiVersion: iot.shadowsync.dev/v1alpha1
+kind: ThingShadow
+metadata:
+  name: last-lamp
+  namespace: e2e-kubectl
+spec:
+  thingName: e2e-kubectl-last
+  desired: {power: "on"}
+  deletionPolicy: Delete
+"#,
+    )
+    .expect("manifest");
+    kubectl.ok(&["apply", "-f", &last.display().to_string()]);
+    kubectl.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "tshadow/last-lamp",
+        "-n",
+        ns,
+        "--timeout=60s",
+    ]);
+    assert!(s.shadow("e2e-kubectl-last", None).await.is_some());
+    let out = kubectl.ok(&["delete", "namespace", ns, "--timeout=120s"]);
+    assert!(out.contains("deleted"), "{out}");
+    let (ok, _, stderr) = kubectl.run(&["get", "namespace", ns]);
+    assert!(
+        !ok && stderr.contains("NotFound"),
+        "the namespace is gone: {stderr}"
+    );
+    assert!(
+        s.shadow("e2e-kubectl-last", None).await.is_none(),
+        "deletionPolicy Delete ran before the namespace went"
     );
 }
 
@@ -2142,17 +2208,15 @@ async fn leader_election_lets_one_replica_write() {
     // standby shows whether it ever made a call.
     let mut s = Stack::without_operator("leader-election").await;
     let (_standby_plane, standby_url) = s.spawn_dataplane("dataplane-standby");
-    let flags = [
-        "--leader-election",
-        "--leader-election-namespace",
-        "default",
-    ];
+    // The Lease goes to the operator's own namespace ($POD_NAMESPACE, as the chart sets
+    // it), the only one where the chart's Role lets it write Leases.
+    let flags = ["--leader-election"];
     let leader_url = s.dp_url.clone();
     let leader = s.spawn_operator(&leader_url, &flags, "leader").await;
     // The leader holds the lease before the standby starts.
     eventually("the lease to be held", DEADLINE, async || {
         let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-            kube::Api::namespaced(s.client.clone(), "default");
+            kube::Api::namespaced(s.client.clone(), OPERATOR_NAMESPACE);
         match api.get_opt("shadowsync-leader").await {
             Ok(Some(lease)) => lease
                 .spec
@@ -2348,45 +2412,33 @@ async fn interrupted_watches_and_apiserver_restart_cause_no_extra_work() {
     s.wait_ready(SHADOW, ns, "lamp").await;
     s.wait_ready(RETAINED, ns, "config").await;
 
-    for (round, disruption) in [
-        "/_test/watches/cut",
-        "/_test/history/forget",
-        "/_test/restart?downMillis=500",
-    ]
-    .iter()
-    .enumerate()
+    for (round, disruption) in ["cut watches", "410 and relist", "apiserver restart"]
+        .iter()
+        .enumerate()
     {
         let before = s.stats().await;
         let status_before = s.status_writes().await;
-        if disruption.starts_with("/_test/history") {
-            // Watches resume from a resourceVersion the apiserver no longer has: 410,
-            // then the operator lists again.
-            let (code, body) = http("POST", &format!("{}{disruption}", s.api_url), b"")
-                .await
-                .expect("forget history");
-            assert_eq!(code, 200, "{body}");
-            let (code, body) = http("POST", &format!("{}/_test/watches/cut", s.api_url), b"")
-                .await
-                .expect("cut watches");
-            assert_eq!(code, 200, "{body}");
-        } else {
-            let (code, body) = http("POST", &format!("{}{disruption}", s.api_url), b"")
-                .await
-                .expect("disruption");
-            assert!((200..300).contains(&code), "{code} {body}");
-            if disruption.starts_with("/_test/restart") {
-                // Change the spec only once the apiserver is back: a change that lands
-                // just before it goes down has its status write cut off, which rightly
-                // costs a second pass.
-                let info = format!("{}/_test/info", s.api_url);
-                eventually("the apiserver to go down", DEADLINE, async || {
-                    match http("GET", &info, b"").await {
-                        Ok(answer) => Err(format!("still up: {answer:?}")),
-                        Err(_) => Ok(()),
-                    }
+        match *disruption {
+            "cut watches" => {
+                let cut = s.cut_watches();
+                assert!(cut >= 1, "the operator had no open connection to cut");
+            }
+            // Watches resume from a resourceVersion etcd no longer has: 410, then the
+            // operator lists again.
+            "410 and relist" => {
+                s.expire_watch_history().await;
+                // The operator's watches really were refused (410) before it listed again.
+                eventually("the watch to be refused with 410", DEADLINE, async || {
+                    let log = s.operator().proc.log_text();
+                    log.contains("too old resource version")
+                        .then_some(())
+                        .ok_or_else(|| "no 410 in the operator's log yet".to_string())
                 })
                 .await;
             }
+            // Returns once the apiserver is back: a change that lands just before it
+            // goes down has its status write cut off, which rightly costs a second pass.
+            _ => s.restart_apiserver(),
         }
         // The apiserver may be down for a moment: retry the patch until it answers.
         let level = round as i64 + 2;

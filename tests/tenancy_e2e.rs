@@ -527,8 +527,10 @@ async fn one_watched_namespace_follows_its_annotations() {
     s.wait_ready(SHADOW, team, "lamp").await;
     // The Namespace came from the cache (its watch follows the field selector), never
     // from the fallback read of a namespace the cache does not know yet.
-    assert_eq!(s.api_count("verb=get&resource=namespaces").await, 0);
-    assert!(s.api_count("verb=watch&resource=namespaces").await >= 1);
+    let get = format!("verb=get&resource=namespaces&user={OPERATOR_USER}");
+    let watch = format!("verb=watch&resource=namespaces&user={OPERATOR_USER}");
+    assert_eq!(s.api_count(&get).await, 0);
+    assert!(s.api_count(&watch).await >= 1);
 }
 
 /// `deploy/examples/tenancy/tenancy.yaml` does what its comments say.

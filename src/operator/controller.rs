@@ -234,8 +234,11 @@ const INVALID_OBJECT: &str = "InvalidObject";
 /// Marks an object the operator cannot read (Stalled, reason `InvalidObject`) and records
 /// a Warning Event, once per generation. The CRD's schema refuses such objects, so they
 /// come only from a CRD older or newer than the operator (Helm does not upgrade CRDs).
-/// The status is merge-patched (conditions and observedGeneration only), as the typed
-/// status cannot be read.
+/// The status is applied server-side by the operator's field manager, as every status
+/// write: the prior status (which the typed one cannot read) with the conditions and
+/// observedGeneration changed. One manager owning every status field is what lets the
+/// next status write, once the object matches again, drop the Stalled condition (a
+/// condition written by another manager, e.g. by a merge patch, would stay).
 async fn report_undecodable<K: Managed>(ctx: Arc<Context>, obj: DynamicObject, err: String) {
     let (Some(namespace), name) = (obj.namespace(), obj.name_any()) else {
         return;
@@ -293,12 +296,23 @@ async fn report_undecodable<K: Managed>(ctx: Arc<Context>, obj: DynamicObject, e
     }
     let resource = api_resource::<K>();
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &resource);
-    let patch = json!({"status": {
-        "observedGeneration": obj.metadata.generation,
-        "conditions": conditions,
-    }});
+    let mut status = match obj.data.get("status") {
+        Some(serde_json::Value::Object(prior)) => prior.clone(),
+        _ => serde_json::Map::new(),
+    };
+    status.insert("observedGeneration".into(), json!(obj.metadata.generation));
+    status.insert("conditions".into(), json!(conditions));
+    let patch = json!({
+        "apiVersion": resource.api_version,
+        "kind": K::KIND,
+        "status": status,
+    });
     if let Err(err) = api
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
         .await
     {
         warn!(kind = K::KIND, %namespace, %name, error = %err, "cannot write the status");

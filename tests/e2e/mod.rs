@@ -1,10 +1,13 @@
-//! Harness for the end-to-end tests: the test apiserver, `shadowsync dataplane serve` and
-//! `shadowsync run` as real processes, one set per test, and helpers to drive them.
+//! Harness for the end-to-end tests: a real Kubernetes control plane ([`cluster`]),
+//! `shadowsync dataplane serve` and `shadowsync run` as real processes, one set per test,
+//! and helpers to drive them. The operator authenticates as the chart's ServiceAccount,
+//! bound by the chart's RBAC, and reaches the apiserver through a [`proxy`] that can cut,
+//! refuse or slow its connections.
 //!
 //! Every number a test asserts comes from the servers' own counters: data-plane calls
-//! from the data plane's `/_shadowsync/stats`, Kubernetes writes from the apiserver's
-//! `/_test/counters`. Nothing is taken from the operator's word, except its `/metrics`
-//! and `/readyz`, which are what the test checks there.
+//! from the data plane's `/_shadowsync/stats`, Kubernetes requests from the apiserver's
+//! audit log. Nothing is taken from the operator's word, except its `/metrics` and
+//! `/readyz`, which are what the test checks there.
 //!
 //! Processes are owned by [`Proc`], which kills and reaps its process on drop, so that a
 //! failing (panicking) test leaves nothing behind. Each stream of a process is copied to
@@ -22,15 +25,21 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Event, Namespace};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::ApiResource;
 use kube::Client;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use shadowsync::api::{RetainedMessage, ThingShadow};
 use shadowsync::dataplane::aws::{AwsDataPlane, AwsOptions};
 use shadowsync::dataplane::server::{Operation, StatsSnapshot};
 use shadowsync::dataplane::{DataPlane, DataPlaneError, ErrorKind, ShadowDocument};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub mod cluster;
+pub mod proxy;
+
+pub use cluster::ControlPlane;
+pub use proxy::Proxy;
 
 /// How long a process may take to print its address.
 const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -228,44 +237,6 @@ fn shadowsync_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_shadowsync"))
 }
 
-/// `test-apiserver` is a workspace member: cargo builds it into the same directory.
-fn apiserver_binary() -> PathBuf {
-    let path = shadowsync_binary().with_file_name("test-apiserver");
-    assert!(
-        path.is_file(),
-        "{} is missing: build it with `cargo build -p test-apiserver` (or `cargo test --workspace`)",
-        path.display()
-    );
-    // `cargo test --test operator_e2e` builds only this package's binaries.
-    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-    let newest_source = newest_mtime(&repo_path("tests/apiserver/src"));
-    if let (Some(built), Some(source)) = (built, newest_source) {
-        if source > built {
-            say(&format!(
-                "note: {} is older than its sources; `cargo build -p test-apiserver` (or \
-                 `cargo test --workspace`) rebuilds it",
-                path.display()
-            ));
-        }
-    }
-    path
-}
-
-/// The newest modification time of the files under `dir`.
-fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
-    let mut newest = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let time = if path.is_dir() {
-            newest_mtime(&path)
-        } else {
-            entry.metadata().and_then(|m| m.modified()).ok()
-        };
-        newest = newest.max(time);
-    }
-    newest
-}
-
 fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
@@ -284,58 +255,60 @@ pub struct Operator {
 pub struct Stack {
     pub operator: Option<Operator>,
     pub dataplane: Proc,
-    pub apiserver: Proc,
+    /// Between the operator and the apiserver: cuts, refusals and delays on demand.
+    pub proxy: Proxy,
+    /// etcd, kube-apiserver and kube-controller-manager of this test alone.
+    pub cluster: ControlPlane,
     /// `http://127.0.0.1:PORT` of the data plane.
     pub dp_url: String,
-    /// `http://127.0.0.1:PORT` of the apiserver.
+    /// `https://127.0.0.1:PORT` of the apiserver.
     pub api_url: String,
+    /// The admin kubeconfig (tests and kubectl act as a cluster administrator).
     pub kubeconfig: PathBuf,
+    /// The operator's kubeconfig: the chart's ServiceAccount, through the proxy.
+    pub operator_kubeconfig: PathBuf,
     pub dir: PathBuf,
+    /// An admin client.
     pub client: Client,
     /// The data plane through the AWS SDK adapter: what a device or another tool does.
     pub plane: AwsDataPlane,
     operator_runs: u32,
+    audit_markers: std::sync::atomic::AtomicU64,
 }
 
+/// Where the chart (and `deploy/install.yaml`) installs the operator.
+pub const OPERATOR_NAMESPACE: &str = "shadowsync-system";
+/// The chart's ServiceAccount, as which the operator runs.
+pub const OPERATOR_SERVICE_ACCOUNT: &str = "shadowsync";
+/// The operator's user name in the audit log.
+pub const OPERATOR_USER: &str = "system:serviceaccount:shadowsync-system:shadowsync";
+
 impl Stack {
-    /// Starts the apiserver, the data plane and the operator for the test `name`.
+    /// Starts the control plane, the data plane and the operator for the test `name`.
     pub async fn start(name: &str) -> Stack {
         let mut stack = Stack::without_operator(name).await;
         stack.start_operator(&[]).await;
         stack
     }
 
-    /// Starts the apiserver and the data plane only.
+    /// Starts the control plane and the data plane only.
     pub async fn without_operator(name: &str) -> Stack {
         Stack::with_crds(name, &repo_path("crds")).await
     }
 
     /// [`Stack::without_operator`] with the CustomResourceDefinitions in `crds`.
+    ///
+    /// The cluster gets exactly what `deploy/install.yaml` (rendered from the chart)
+    /// installs around the operator: its namespace, ServiceAccount and RBAC objects. The
+    /// operator runs as that ServiceAccount, so a permission the chart lacks fails the
+    /// test that needs it.
     pub async fn with_crds(name: &str, crds: &std::path::Path) -> Stack {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join("e2e")
             .join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("test directory");
-        let kubeconfig = dir.join("kubeconfig");
 
-        let mut apiserver = Proc::spawn(
-            "test-apiserver",
-            &apiserver_binary(),
-            &[
-                "--listen".into(),
-                "127.0.0.1:0".into(),
-                "--crds".into(),
-                crds.display().to_string(),
-                "--kubeconfig".into(),
-                kubeconfig.display().to_string(),
-                // Namespaces are per test; their content goes soon after they do.
-                "--namespace-cleanup-delay-ms".into(),
-                "100".into(),
-            ],
-            &[],
-            dir.join("apiserver.log"),
-        );
         let mut dataplane = Proc::spawn(
             "dataplane",
             &shadowsync_binary(),
@@ -348,23 +321,22 @@ impl Stack {
             &[("RUST_LOG", "warn,shadowsync=info".into())],
             dir.join("dataplane.log"),
         );
-        let api_url = apiserver.wait_line("its address", listening_url);
-        // The kubeconfig is written before the address is printed; the second line
-        // confirms it.
-        apiserver.wait_line("the kubeconfig line", |l| {
-            l.starts_with("kubeconfig ").then_some(())
-        });
+        let cluster = ControlPlane::start(&dir.join("cluster"));
         let dp_url = dataplane.wait_line("its address", listening_url);
-        apiserver.stop_listening();
         dataplane.stop_listening();
 
-        let config = kube::Config::from_custom_kubeconfig(
-            Kubeconfig::read_from(&kubeconfig).expect("the kubeconfig the apiserver wrote"),
-            &KubeConfigOptions::default(),
-        )
-        .await
-        .expect("a client config from the kubeconfig");
-        let client = Client::try_from(config).expect("a Kubernetes client");
+        let kubeconfig = cluster.kubeconfig.clone();
+        kubectl_apply(&kubeconfig, crds, &dir);
+        install_operator_rbac(&kubeconfig, &dir);
+        let proxy = Proxy::start(cluster.port());
+        let operator_kubeconfig = dir.join("operator.kubeconfig");
+        cluster.service_account_kubeconfig(
+            OPERATOR_NAMESPACE,
+            OPERATOR_SERVICE_ACCOUNT,
+            &operator_kubeconfig,
+            &proxy.url,
+        );
+        let client = cluster.client().await;
         let plane = AwsDataPlane::connect(AwsOptions {
             endpoint_url: Some(dp_url.clone()),
             region: Some("us-east-1".into()),
@@ -374,14 +346,17 @@ impl Stack {
         Stack {
             operator: None,
             dataplane,
-            apiserver,
+            proxy,
+            api_url: cluster.url.clone(),
+            cluster,
             dp_url,
-            api_url,
             kubeconfig,
+            operator_kubeconfig,
             dir,
             client,
             plane,
             operator_runs: 0,
+            audit_markers: Default::default(),
         }
     }
 
@@ -413,7 +388,9 @@ impl Stack {
             &shadowsync_binary(),
             &args,
             &[
-                ("KUBECONFIG", self.kubeconfig.display().to_string()),
+                ("KUBECONFIG", self.operator_kubeconfig.display().to_string()),
+                // What the chart's Deployment sets: the Lease lives in its namespace.
+                ("POD_NAMESPACE", OPERATOR_NAMESPACE.into()),
                 // Static credentials and region: no probing of instance metadata.
                 ("AWS_REGION", "us-east-1".into()),
                 ("AWS_ACCESS_KEY_ID", "e2e".into()),
@@ -746,24 +723,40 @@ impl Stack {
         Stats(serde_json::from_str(&body).unwrap_or_else(|e| panic!("stats {body}: {e}")))
     }
 
-    /// Requests the apiserver counted that match `query` (`verb=patch&subresource=status`).
+    /// Requests in the apiserver's audit log that match `query` (`verb=patch&
+    /// subresource=status`; keys in [`cluster::AuditEvent::matches`]).
+    ///
+    /// The audit line of a request is written as its response goes out, so a marker
+    /// request is sent first and the log read once the marker is in it: every request
+    /// that finished before this call is counted.
     pub async fn api_count(&self, query: &str) -> u64 {
-        let (code, body) = http(
-            "GET",
-            &format!("{}/_test/counters?{query}", self.api_url),
-            b"",
-        )
+        let marker = self
+            .audit_markers
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("shadowsync-audit-marker-{marker}");
+        let uri = format!("/api/v1/namespaces/{name}");
+        Api::<Namespace>::all(self.client.clone())
+            .get_opt(&name)
+            .await
+            .unwrap_or_else(|e| panic!("audit marker request: {e}"));
+        let log = self.cluster.dir.join("audit.log");
+        eventually("the audit marker in the audit log", DEADLINE, async || {
+            let events = cluster::read_audit(&log);
+            if events.iter().any(|e| e.request_u_r_i == uri) {
+                Ok(events.iter().filter(|e| e.matches(query)).count() as u64)
+            } else {
+                Err(format!("{} events, no marker {uri}", events.len()))
+            }
+        })
         .await
-        .unwrap_or_else(|e| panic!("apiserver counters: {e}"));
-        assert_eq!(code, 200, "apiserver counters: {body}");
-        let value: Value = serde_json::from_str(&body).expect("counters json");
-        value["count"].as_u64().expect("a count")
     }
 
     /// Status writes by the operator (server-side apply on `/status` by `shadowsync`).
     pub async fn status_writes(&self) -> u64 {
-        self.api_count("verb=patch&subresource=status&fieldManager=shadowsync")
-            .await
+        self.api_count(&format!(
+            "verb=patch&subresource=status&fieldManager=shadowsync&user={OPERATOR_USER}"
+        ))
+        .await
     }
 
     /// Every write request to the API, by anyone, of the shadowsync kinds.
@@ -775,6 +768,42 @@ impl Stack {
                 .await;
         }
         total
+    }
+
+    // ---- Kubernetes faults, from the real components
+
+    /// Cuts every connection between the operator and the apiserver (its watches
+    /// included); the operator reconnects and resumes its watches.
+    pub fn cut_watches(&self) -> usize {
+        self.proxy.cut()
+    }
+
+    /// Restarts kube-apiserver (same port, same etcd); returns once it is ready again.
+    pub fn restart_apiserver(&self) {
+        self.cluster.component("restart", "apiserver");
+    }
+
+    /// Makes the operator's watches resume from a resourceVersion that no longer exists:
+    /// etcd's history is compacted and the apiserver restarted (a fresh watch cache
+    /// starts at the newest revision), so the operator gets `410 Gone` and lists again.
+    /// Returns the revision compacted to.
+    pub async fn expire_watch_history(&self) -> u64 {
+        // A write the operator does not watch moves etcd past the operator's last
+        // resourceVersion, whatever the timing of its bookmarks.
+        let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+            Api::namespaced(self.client.clone(), "default");
+        let marker = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "e2e-revision"}, "data": {"at": format!("{:?}", Instant::now())}});
+        api.patch(
+            "e2e-revision",
+            &PatchParams::apply("e2e-test").force(),
+            &Patch::Apply(&marker),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("revision marker: {e}"));
+        let revision = self.cluster.compact_etcd().await;
+        self.restart_apiserver();
+        revision
     }
 
     // ---- data plane as a device or another tool
@@ -850,6 +879,76 @@ impl Stack {
         .await
         .unwrap_or_else(|e| panic!("GET {path} on the operator: {e}"))
     }
+}
+
+/// `kubectl apply --server-side` of `path` (a file or folder) as the admin; for
+/// CustomResourceDefinitions, waits until they are established.
+pub fn kubectl_apply(kubeconfig: &Path, path: &Path, dir: &Path) {
+    let kubectl = find_kubectl().expect("kubectl is needed to set up the cluster");
+    let run = |args: &[&str]| {
+        let out = Command::new(&kubectl)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("KUBECACHEDIR", dir.join("kubectl-cache"))
+            .output()
+            .unwrap_or_else(|e| panic!("kubectl: {e}"));
+        assert!(
+            out.status.success(),
+            "kubectl {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let path_text = path.display().to_string();
+    let applied = run(&[
+        "apply",
+        "--server-side",
+        "--field-manager=e2e-setup",
+        "-f",
+        &path_text,
+    ]);
+    let crds: Vec<&str> = applied
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("customresourcedefinition"))
+        .collect();
+    if !crds.is_empty() {
+        let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
+        args.extend(crds);
+        run(&args);
+    }
+}
+
+/// Applies what `deploy/install.yaml` installs around the operator (its Namespace,
+/// ServiceAccount and RBAC objects), exactly as rendered from the chart.
+pub fn install_operator_rbac(kubeconfig: &Path, dir: &Path) {
+    const KINDS: [&str; 6] = [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ];
+    let text = std::fs::read_to_string(repo_path("deploy/install.yaml")).expect("install.yaml");
+    let mut kept = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let value = Value::deserialize(document).expect("install.yaml parses");
+        if KINDS.contains(&value["kind"].as_str().unwrap_or_default()) {
+            kept.push(value);
+        }
+    }
+    assert_eq!(
+        kept.len(),
+        KINDS.len(),
+        "install.yaml holds one object of each kind"
+    );
+    let file = dir.join("operator-rbac.json");
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": kept});
+    std::fs::write(&file, list.to_string()).expect("rbac file");
+    kubectl_apply(kubeconfig, &file, dir);
 }
 
 /// `listening on http://ADDR` -> `http://ADDR`.
@@ -1059,14 +1158,14 @@ fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, String> {
 // ---------------------------------------------------------------------------------
 // kubectl
 
-/// `$SHADOWSYNC_KUBECTL`, else `kubectl` on PATH.
+/// `$SHADOWSYNC_KUBECTL`, else the kubectl that `tests/kube` builds with the control
+/// plane (the same release as the apiserver).
 pub fn find_kubectl() -> Option<PathBuf> {
     if let Some(explicit) = std::env::var_os("SHADOWSYNC_KUBECTL") {
         return Some(PathBuf::from(explicit));
     }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join("kubectl"))
-        .find(|p| p.is_file())
+    let built = PathBuf::from(cluster::cluster_sh(&["build"]).trim()).join("kubectl");
+    built.is_file().then_some(built)
 }
 
 /// Prints a line to the real stderr (libtest captures `eprintln!` of passing tests, and
