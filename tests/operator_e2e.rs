@@ -2586,3 +2586,37 @@ async fn device_reporting_faster_than_the_thing_rate_does_not_livelock_the_write
     )
     .await;
 }
+
+// ---------------------------------------------------------------------------------
+// shutdown before the caches synced
+
+/// SIGTERM while the first list is still on its way (a slow apiserver) stops the
+/// operator at once: nothing ran, so there is nothing to wait for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_before_the_caches_synced_exits_at_once() {
+    let mut s = Stack::without_operator("sigterm-unsynced").await;
+    // Every new connection of the operator waits 30 s: its lists cannot complete.
+    s.proxy.delay(Duration::from_secs(30));
+    let dp_url = s.dp_url.clone();
+    let mut operator = s.spawn_operator_unready(&dp_url, &[], "operator");
+    eventually("the controllers to start", DEADLINE, async || {
+        operator
+            .proc
+            .log_text()
+            .contains("controllers started")
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    let (code, _) = http("GET", &format!("{}/readyz", operator.metrics_url), b"")
+        .await
+        .expect("/readyz answers");
+    assert_eq!(code, 503, "not ready before the caches synced");
+    let (status, took) = operator
+        .proc
+        .terminate(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "exit status {status}");
+    say(&format!("SIGTERM before the caches synced: exited in {took:?}"));
+    s.proxy.delay(Duration::ZERO);
+}

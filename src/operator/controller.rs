@@ -11,7 +11,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::controller::Action;
@@ -87,7 +87,23 @@ pub async fn run<K: Managed>(
         store: reader.clone(),
         index,
     };
-    Controller::for_shared_stream(stream, reader)
+    let shutdown = shutdown.shared();
+    // kube-runtime holds its reconcile runner until the cache is ready and waits for the
+    // runner on shutdown: a shutdown before the first list completed would wait for a
+    // cache that never fills. Nothing can have run then, so there is nothing to wait for.
+    let unsynced_shutdown = {
+        let shutdown = shutdown.clone();
+        let store = reader.clone();
+        async move {
+            shutdown.await;
+            if store.wait_until_ready().now_or_never().is_some() {
+                // Synced (or the watch ended): the controller finishes what runs.
+                std::future::pending::<()>().await;
+            }
+            info!(kind = K::KIND, "stopped before the cache synced");
+        }
+    };
+    let controller = Controller::for_shared_stream(stream, reader)
         .with_config(config)
         .reconcile_on(ctx.tenancy.requeues(owners.store.clone()))
         .reconcile_on(after_outages(ctx.clone(), owners.store.clone()))
@@ -104,8 +120,11 @@ pub async fn run<K: Managed>(
             if let Err(err) = result {
                 tracing::debug!(error = %err, "reconcile loop");
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        () = controller => {}
+        () = unsynced_shutdown => {}
+    }
 }
 
 /// Watches the kind untyped and decodes each object on its own, so that one object that

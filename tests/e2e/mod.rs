@@ -372,6 +372,23 @@ impl Stack {
     /// Starts one more `shadowsync run` against the data plane at `dp_url` and waits
     /// until its `/readyz` answers 200. The caller owns it.
     pub async fn spawn_operator(&mut self, dp_url: &str, extra: &[&str], label: &str) -> Operator {
+        let operator = self.spawn_operator_unready(dp_url, extra, label);
+        let readyz = format!("{}/readyz", operator.metrics_url);
+        eventually(
+            &format!("{label}'s /readyz to answer 200"),
+            DEADLINE,
+            async || match http("GET", &readyz, b"").await {
+                Ok((200, _)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await;
+        operator
+    }
+
+    /// Starts one more `shadowsync run` and returns once it serves its endpoints, ready
+    /// or not. The caller owns it.
+    pub fn spawn_operator_unready(&mut self, dp_url: &str, extra: &[&str], label: &str) -> Operator {
         self.operator_runs += 1;
         let mut args: Vec<String> = vec![
             "run".into(),
@@ -414,18 +431,10 @@ impl Stack {
             fields.get("addr")?.as_str().map(str::to_owned)
         });
         proc.stop_listening();
-        let metrics_url = format!("http://{addr}");
-        let readyz = format!("{metrics_url}/readyz");
-        eventually(
-            &format!("{label}'s /readyz to answer 200"),
-            DEADLINE,
-            async || match http("GET", &readyz, b"").await {
-                Ok((200, _)) => Ok(()),
-                other => Err(format!("{other:?}")),
-            },
-        )
-        .await;
-        Operator { proc, metrics_url }
+        Operator {
+            proc,
+            metrics_url: format!("http://{addr}"),
+        }
     }
 
     /// Starts one more data plane (`label` names its log). The caller owns it.
