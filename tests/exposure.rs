@@ -9,8 +9,9 @@
 //! - `shadowsync dataplane serve` listens on loopback unless `--allow-remote` is given.
 //!
 //! Each secret and credential is a distinctive string, looked for as it is and in base64
-//! (how a Secret travels in JSON and how a payload travels on the wire). Run with
-//! `cargo build -p test-apiserver && cargo test --test exposure -- --nocapture`.
+//! (how a Secret travels in JSON and how a payload travels on the wire). The operator
+//! runs as the chart's ServiceAccount, whose token must not show either. Run with
+//! `cargo test --test exposure -- --nocapture`.
 
 #[path = "e2e/mod.rs"]
 mod e2e;
@@ -166,15 +167,28 @@ fn credentials_env() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// The bearer token in the operator's kubeconfig.
+fn service_account_token(s: &Stack) -> String {
+    let text = std::fs::read_to_string(&s.operator_kubeconfig).expect("operator kubeconfig");
+    let token = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .expect("a token in the operator's kubeconfig");
+    assert!(token.len() > 100, "a ServiceAccount JWT");
+    token.to_string()
+}
+
 /// `shadowsync run` at trace level with the distinctive credentials; returns it and the
 /// URL of its metrics endpoint once `/readyz` answers 200.
 async fn start_operator(s: &Stack, dp_url: &str, format: &str, log: PathBuf) -> (Logged, String) {
     let port = free_port();
     let metrics_addr = format!("127.0.0.1:{port}");
-    let kubeconfig = s.kubeconfig.display().to_string();
+    // The chart's ServiceAccount token, whose bearer header must not be logged either.
+    let kubeconfig = s.operator_kubeconfig.display().to_string();
     let mut envs = credentials_env();
     envs.push(("KUBECONFIG", &kubeconfig));
     envs.push(("POD_NAME", "exposure"));
+    envs.push(("POD_NAMESPACE", OPERATOR_NAMESPACE));
     let operator = Logged::spawn(
         &[
             "run",
@@ -406,7 +420,8 @@ async fn secret_payloads_and_credentials_never_leave_the_process() {
     // The trace logs did see the publishes: only their payloads are missing.
     assert!(text_log.contains(topic) || text_log.contains("exposure%2Fdevice%2Ftoken"));
 
-    let credentials = [ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN];
+    let token = service_account_token(&s);
+    let credentials = [ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN, token.as_str()];
     let mut found = Vec::new();
     for (what, text) in [
         ("the operator's text log", text_log.as_str()),
@@ -430,8 +445,8 @@ async fn secret_payloads_and_credentials_never_leave_the_process() {
     }
     say(&format!(
         "exposure: searched {} log lines (text {}, JSON {}, data plane {}), {} events, 2 /metrics \
-         pages and 3 CLI runs for 3 secret payloads and 3 credentials (each as is and in \
-         base64): {} found",
+         pages and 3 CLI runs for 3 secret payloads and 4 credentials (the AWS keys and the \
+         ServiceAccount token, each as is and in base64): {} found",
         text_log.lines().count() + json_log.lines().count() + dp.text().lines().count(),
         text_log.lines().count(),
         json_log.lines().count(),
