@@ -20,8 +20,8 @@ def grants(*, group, resources, verbs, names=(None,)):
 
 # The documented set, rule by rule.
 WATCHED = (
-    grants(group=GROUP, resources=CRS, verbs={"get", "list", "watch", "patch", "update"})
-    | grants(group=GROUP, resources={"thingshadows/status", "retainedmessages/status"}, verbs={"patch", "update"})
+    grants(group=GROUP, resources=CRS, verbs={"get", "list", "watch", "patch"})
+    | grants(group=GROUP, resources={"thingshadows/status", "retainedmessages/status"}, verbs={"patch"})
     | grants(group="events.k8s.io", resources={"events"}, verbs={"create", "patch"})
 )
 SECRETS = grants(group="", resources={"secrets"}, verbs={"get"})
