@@ -1,5 +1,5 @@
 //! The CRDs in `crds/`: up to date with the Rust types, structural (a real apiserver accepts
-//! them), and carrying what DESIGN.md asks for (names, patterns, enums, defaults, CEL rules,
+//! them), and carrying what the README documents (names, patterns, enums, defaults, CEL rules,
 //! printer columns).
 //!
 //! Regenerate the committed files with `SHADOWSYNC_UPDATE_CRDS=1 cargo test --test crds`;
@@ -458,7 +458,7 @@ fn schema_conversion_drops_nothing() {
     }
 }
 
-// ---------------------------------------------------------------- what DESIGN.md names
+// ---------------------------------------------------------------- what the README names
 
 fn node<'a>(root: &'a Value, path: &str) -> &'a Value {
     path.split('.').fold(root, |node, name| {

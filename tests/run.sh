@@ -10,10 +10,12 @@ python3 -m pip install --quiet --disable-pip-version-check \
 
 # etcd, kube-apiserver, kube-controller-manager and kubectl from the official Go modules
 # that tests/kube/go.mod pins; cached by version outside target/ (a fresh machine spends
-# about 12 minutes here once).
-echo "== building the Kubernetes control plane (cached)"
-kube_bin="$(bash tests/kube/cluster.sh build)"
-export SHADOWSYNC_KUBECTL="$kube_bin/kubectl"
+# about 12 minutes here once). It builds while cargo builds the tests: both are long
+# the first time, and each leaves gaps (downloads, links) the other fills.
+echo "== building the Kubernetes control plane (cached) and the Rust tests"
+kube_log="$(mktemp)"
+bash tests/kube/cluster.sh build >"$kube_log" 2>&1 &
+kube_build=$!
 
 # The moto contract tests must run here, not skip.
 export SHADOWSYNC_REQUIRE_MOTO=1
@@ -21,7 +23,16 @@ export SHADOWSYNC_REQUIRE_MOTO=1
 echo "== formatting"
 cargo fmt --all -- --check
 
-echo "== Rust tests (unit, property, contract, CLI, test apiserver, operator end to end)"
+cargo test --workspace --no-run
+if ! wait "$kube_build"; then
+  cat "$kube_log"
+  echo "building the Kubernetes control plane failed" >&2
+  exit 1
+fi
+cat "$kube_log"
+export SHADOWSYNC_KUBECTL="$(tail -n 1 "$kube_log")/kubectl"
+
+echo "== Rust tests (unit, property, contract, CLI, admission, operator end to end on a real control plane)"
 cargo test --workspace --no-fail-fast
 
 # cargo test built target/debug/shadowsync for the integration tests; reuse it.

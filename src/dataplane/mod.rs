@@ -342,7 +342,7 @@ impl DataPlaneError {
 }
 
 /// Limits the embedded store enforces and validation checks before any call.
-/// Defaults are AWS's (see AWS-IOT.md); the unconfirmed ones are configurable.
+/// Defaults are AWS's documented limits; the unconfirmed ones are configurable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShadowLimits {
     /// desired + reported, serialized, metadata excluded (bytes).

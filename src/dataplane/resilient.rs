@@ -104,7 +104,7 @@ impl Default for ResiliencePolicy {
     /// - 5 attempts, backoff ceilings 100 ms, 200 ms, 400 ms, 800 ms (max 5 s): a call
     ///   that keeps failing gives up after at most 1.5 s of backoff;
     /// - 100 requests/s account-wide with a burst of 100: a quarter of the lowest regional
-    ///   shadow quota (400/s, AWS-IOT.md), leaving room for devices and other tools
+    ///   shadow quota (400/s, AWS IoT Core's service quotas), leaving room for devices and other tools
     ///   sharing the account; raise it with `--max-rps` where the quota is 4,000/s;
     /// - per thing 20 requests/s and 10 in flight: AWS's limits. The burst is 2 so that a
     ///   pass's read and write go out back to back: with evenly spaced calls (burst 1) a

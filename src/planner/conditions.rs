@@ -1,4 +1,4 @@
-//! kstatus conditions (DESIGN 4).
+//! kstatus conditions (the table in README.md, "Status").
 //!
 //! A status computed twice from the same facts must be byte-identical: a status patch
 //! that changes nothing does not wake the controller again. So `lastTransitionTime`

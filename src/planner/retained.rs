@@ -1,4 +1,4 @@
-//! Retained-message planning: what to publish and when (DESIGN 3).
+//! Retained-message planning: what to publish and when (README.md, "What it does, step by step").
 //!
 //! Every publish reaches every subscriber, so the bar for publishing is high: only a
 //! spec change, a missing message, or a message that differs in what GetRetainedMessage

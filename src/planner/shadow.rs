@@ -1,5 +1,5 @@
 //! Shadow planning: what to write so the cloud's desired section matches the spec on
-//! the paths this resource owns, and nothing else (DESIGN 2.1-2.5).
+//! the paths this resource owns, and nothing else (README.md, "What it does, step by step").
 
 use chrono::{DateTime, SecondsFormat};
 use serde_json::{json, Map, Value};

@@ -5,7 +5,7 @@
 //! The embedded data plane is built on it, and the planner uses [`merge`] and [`delta`] to
 //! predict a shadow without calling one.
 //!
-//! Semantics (AWS IoT developer guide, see `AWS-IOT.md`):
+//! Semantics (the AWS IoT Core developer guide, "Device Shadow service documents"):
 //! - an update merges objects key by key; `null` removes a key; `"desired": null` removes
 //!   the section; arrays are replaced whole and may not contain `null`;
 //! - an object emptied by removals is removed, and a section left with no keys disappears

@@ -70,7 +70,7 @@ pub fn route(method: &Method, path: &str) -> Route {
     }
 }
 
-/// The statuses the AWS model documents for each operation (AWS-IOT.md, "Operations").
+/// The statuses the AWS model documents for each operation (the AWS IoT Data Plane API reference, each operation's errors).
 pub fn documented(route: Route) -> &'static [u16] {
     match route {
         Route::UpdateThingShadow => &[200, 409, 413, 400, 429, 401, 503, 500, 405, 415],

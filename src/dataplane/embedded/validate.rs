@@ -1,4 +1,4 @@
-//! Name, topic and paging checks, with AWS's limits (AWS-IOT.md, "Limits").
+//! Name, topic and paging checks, with AWS's limits (AWS IoT Core's documented data-plane quotas).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
