@@ -24,9 +24,8 @@ ENV RUSTFLAGS="-C target-feature=+crt-static" \
     CARGO_PROFILE_RELEASE_CODEGEN_UNITS=4
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-# The workspace's other member and the declared benchmark must be present for Cargo to
-# load the manifests; only the shadowsync binary is built.
-COPY tests/apiserver ./tests/apiserver
+# The declared benchmark must be present for Cargo to load the manifest; only the
+# shadowsync binary is built.
 COPY benches ./benches
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

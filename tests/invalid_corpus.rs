@@ -1,7 +1,7 @@
 //! The bad-input corpus (`tests/invalid/`, see its README): every manifest there is
 //! checked twice.
 //!
-//! - Kubernetes: against the test apiserver, with the real operator running. A case the
+//! - Kubernetes: against a real kube-apiserver, with the real operator running. A case the
 //!   CRD schema can refuse must be refused at admission (422, or 400 for an unknown field
 //!   under `fieldValidation=Strict`) with a message naming the field. Any other case is
 //!   created, and the operator must mark it `Stalled` with a message naming the field,
@@ -11,7 +11,7 @@
 //!   nothing; for the cases the operator refuses, with the very message the operator put
 //!   in the `Stalled` condition. `shadowsync diff` must refuse it too (exit 2).
 //!
-//! Run with `cargo build -p test-apiserver && cargo test --test invalid_corpus -- --nocapture`
+//! Run with `cargo test --test invalid_corpus -- --nocapture`
 //! to see the table of cases and the count line.
 
 #[path = "e2e/mod.rs"]

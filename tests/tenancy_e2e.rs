@@ -1,6 +1,6 @@
 //! End-to-end tests of tenancy: the namespace annotations `iot.shadowsync.dev/allowed-things`
 //! and `iot.shadowsync.dev/allowed-topics`, and `--require-namespace-allowlist`, with the
-//! real `shadowsync run` against the test apiserver and the local data plane (see
+//! real `shadowsync run` against a real control plane and the local data plane (see
 //! `e2e/mod.rs`).
 //!
 //! Every "no call" claim is read from the data plane's own counters; each test owns its
@@ -8,7 +8,7 @@
 //! not move between two snapshots means the operator made no call in between. Resources
 //! use `refreshInterval: 0s`, so that no refresh read lands between two snapshots.
 //!
-//! Run with `cargo build -p test-apiserver && cargo test --test tenancy_e2e`.
+//! Run with `cargo test --test tenancy_e2e`.
 
 #[path = "e2e/mod.rs"]
 mod e2e;
