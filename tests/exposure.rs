@@ -421,7 +421,12 @@ async fn secret_payloads_and_credentials_never_leave_the_process() {
     assert!(text_log.contains(topic) || text_log.contains("exposure%2Fdevice%2Ftoken"));
 
     let token = service_account_token(&s);
-    let credentials = [ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN, token.as_str()];
+    let credentials = [
+        ACCESS_KEY_ID,
+        SECRET_ACCESS_KEY,
+        SESSION_TOKEN,
+        token.as_str(),
+    ];
     let mut found = Vec::new();
     for (what, text) in [
         ("the operator's text log", text_log.as_str()),

@@ -388,7 +388,12 @@ impl Stack {
 
     /// Starts one more `shadowsync run` and returns once it serves its endpoints, ready
     /// or not. The caller owns it.
-    pub fn spawn_operator_unready(&mut self, dp_url: &str, extra: &[&str], label: &str) -> Operator {
+    pub fn spawn_operator_unready(
+        &mut self,
+        dp_url: &str,
+        extra: &[&str],
+        label: &str,
+    ) -> Operator {
         self.operator_runs += 1;
         let mut args: Vec<String> = vec![
             "run".into(),
