@@ -479,10 +479,9 @@ fn report_apply(outcomes: &[Outcome], output: Output) -> u8 {
         Output::Yaml => {
             for o in outcomes {
                 println!("---");
-                print!(
-                    "{}",
-                    serde_yaml::to_string(&resource_view(o)).unwrap_or_default()
-                );
+                // Quoted wherever YAML 1.1 and 1.2 readers would disagree, so that the
+                // output reads back identically through kubectl and `apply`.
+                print!("{}", super::yaml::document(&resource_view(o)));
             }
         }
         Output::Json => {

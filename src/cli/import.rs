@@ -875,171 +875,14 @@ pub fn is_dns_label(name: &str) -> bool {
 // ----------------------------------------------------------------------------------
 // YAML
 
-/// Longest key written as a simple `key:`; YAML parsers refuse longer implicit keys.
-const MAX_SIMPLE_KEY: usize = 1000;
-
-/// A JSON value as one block-style YAML document that YAML 1.1 parsers (kubectl, Argo
-/// CD, Flux, PyYAML) and YAML 1.2 parsers read as the same JSON: every string that
-/// could be read as something else (`on`, `no`, `010`, `1_000`, `12:30`, a date...) is
-/// double-quoted, with non-printable characters escaped.
+/// A manifest as YAML that kubectl and `apply` read back as the same JSON.
 pub fn yaml_document(value: &Value) -> String {
-    let mut out = String::new();
-    match value {
-        Value::Object(map) if !map.is_empty() => write_mapping(&mut out, map, 0, false),
-        Value::Array(items) if !items.is_empty() => write_sequence(&mut out, items, 0, false),
-        other => {
-            out.push_str(&yaml_scalar(other));
-            out.push('\n');
-        }
-    }
-    out
+    super::yaml::document(value)
 }
 
-fn pad(out: &mut String, indent: usize) {
-    out.extend(std::iter::repeat_n(' ', indent));
-}
-
-/// Entries at `indent`; with `inline_first` the first one continues the current line
-/// (after `- `).
-fn write_mapping(out: &mut String, map: &Map<String, Value>, indent: usize, inline_first: bool) {
-    for (i, (key, value)) in map.iter().enumerate() {
-        if i > 0 || !inline_first {
-            pad(out, indent);
-        }
-        let key = yaml_string(key);
-        if key.len() > MAX_SIMPLE_KEY {
-            out.push_str("? ");
-            out.push_str(&key);
-            out.push('\n');
-            pad(out, indent);
-        } else {
-            out.push_str(&key);
-        }
-        out.push(':');
-        write_value(out, value, indent + 2);
-    }
-}
-
-/// What follows `key:`: a scalar on the same line, or a block on the next lines.
-fn write_value(out: &mut String, value: &Value, indent: usize) {
-    match value {
-        Value::Object(map) if !map.is_empty() => {
-            out.push('\n');
-            write_mapping(out, map, indent, false);
-        }
-        Value::Array(items) if !items.is_empty() => {
-            out.push('\n');
-            write_sequence(out, items, indent, false);
-        }
-        scalar => {
-            out.push(' ');
-            out.push_str(&yaml_scalar(scalar));
-            out.push('\n');
-        }
-    }
-}
-
-fn write_sequence(out: &mut String, items: &[Value], indent: usize, inline_first: bool) {
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 || !inline_first {
-            pad(out, indent);
-        }
-        out.push_str("- ");
-        match item {
-            Value::Object(map) if !map.is_empty() => write_mapping(out, map, indent + 2, true),
-            Value::Array(inner) if !inner.is_empty() => {
-                write_sequence(out, inner, indent + 2, true)
-            }
-            scalar => {
-                out.push_str(&yaml_scalar(scalar));
-                out.push('\n');
-            }
-        }
-    }
-}
-
-fn yaml_scalar(value: &Value) -> String {
-    match value {
-        Value::Null => "null".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => yaml_number(n),
-        Value::String(s) => yaml_string(s),
-        Value::Array(_) => "[]".into(),
-        Value::Object(_) => "{}".into(),
-    }
-}
-
-/// Integers as they are; floats in JSON's shortest form, with an exponent written
-/// `1.0e+300` (YAML 1.1 reads `1e300` as a string).
-fn yaml_number(n: &serde_json::Number) -> String {
-    let text = n.to_string();
-    if !n.is_f64() {
-        return text;
-    }
-    match text.split_once(['e', 'E']) {
-        None => text,
-        Some((mantissa, exponent)) => {
-            let mantissa = if mantissa.contains('.') {
-                mantissa.to_string()
-            } else {
-                format!("{mantissa}.0")
-            };
-            let exponent = if exponent.starts_with(['-', '+']) {
-                exponent.to_string()
-            } else {
-                format!("+{exponent}")
-            };
-            format!("{mantissa}e{exponent}")
-        }
-    }
-}
-
-/// Plain when it can only be read as this string, double-quoted otherwise.
+/// A string as YAML that kubectl and `apply` read back as this string.
 pub fn yaml_string(s: &str) -> String {
-    if is_plain_safe(s) {
-        s.to_string()
-    } else {
-        double_quoted(s)
-    }
-}
-
-/// A letter first, then letters, digits, `_`, `.`, `/` and `-`, and none of the words
-/// YAML 1.1 reads as a boolean or null.
-fn is_plain_safe(s: &str) -> bool {
-    const WORDS: [&str; 9] = ["y", "n", "yes", "no", "true", "false", "on", "off", "null"];
-    let mut bytes = s.bytes();
-    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
-        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'/' | b'-'))
-        && !WORDS.iter().any(|w| s.eq_ignore_ascii_case(w))
-}
-
-fn double_quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if is_yaml_printable(c) => out.push(c),
-            c if u32::from(c) <= 0xFFFF => {
-                let _ = write!(out, "\\u{:04X}", u32::from(c));
-            }
-            c => {
-                let _ = write!(out, "\\U{:08X}", u32::from(c));
-            }
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// YAML's printable set, without the byte-order mark and NEL (escaped to be safe).
-fn is_yaml_printable(c: char) -> bool {
-    matches!(u32::from(c),
-        0x20..=0x7E | 0xA0..=0xD7FF | 0xE000..=0xFEFE | 0xFF00..=0xFFFD | 0x10000..=0x10FFFF)
+    super::yaml::string(s)
 }
 
 #[cfg(test)]
@@ -1185,7 +1028,7 @@ mod tests {
         let Value::Array(items) = &v else {
             unreachable!()
         };
-        let shown: Vec<String> = items.iter().map(yaml_scalar).collect();
+        let shown: Vec<String> = items.iter().map(super::super::yaml::scalar_text).collect();
         assert_eq!(
             shown,
             [

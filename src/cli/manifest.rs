@@ -6,6 +6,11 @@
 //! skipped with a note, because a folder of manifests often holds a Namespace or a
 //! kustomization too. Unknown fields are errors that name the field, so a typo such as
 //! `desried` does not silently turn into "no desired state".
+//!
+//! The text is read exactly as kubectl reads it ([`super::yaml`]): a value that kubectl
+//! and a YAML 1.2 reader would read differently, or that JSON cannot hold, is an error
+//! naming the field, and so is a key whose value is `null` in `desired` or a `json`
+//! payload (the apiserver drops such keys). Numbers end as the apiserver keeps them.
 
 use std::fmt;
 use std::io::Read;
@@ -145,67 +150,57 @@ fn collect_files(
     Ok(())
 }
 
-/// Parses a multi-document YAML (or JSON) text.
+/// Parses a multi-document YAML (or JSON) text, reading it exactly as kubectl reads it
+/// (see [`super::yaml`]): a value whose meaning would differ between kubectl and a YAML
+/// 1.2 reader, or that JSON cannot hold, is an error naming its field.
 pub fn parse_documents(file: &str, text: &str, loaded: &mut Loaded) {
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let source = format!("{file}#{}", index + 1);
-        let yaml: serde_yaml::Value = match serde::Deserialize::deserialize(document) {
-            Ok(v) => v,
-            Err(err) => {
-                loaded.errors.push(LoadError {
-                    source,
-                    message: format!("not valid YAML: {err}"),
-                });
-                // A syntax error leaves the rest of the stream unreadable.
-                return;
-            }
-        };
-        if yaml.is_null() {
-            continue;
-        }
-        let json: Value = match serde_json::to_value(&yaml) {
-            Ok(v) => v,
-            Err(err) => {
-                loaded.errors.push(LoadError {
-                    source,
-                    message: format!("cannot be read as JSON (non-string key?): {err}"),
-                });
-                continue;
-            }
-        };
-        let json = integral_floats_as_integers(json);
-        match parse_resource(&json) {
-            Ok(Some(resource)) => loaded.manifests.push(Manifest { source, resource }),
-            Ok(None) => loaded.skipped.push(format!(
-                "{source}: {} {} is not a shadowsync resource; skipped",
-                json.get("apiVersion")
-                    .and_then(Value::as_str)
-                    .unwrap_or("?"),
-                json.get("kind").and_then(Value::as_str).unwrap_or("?")
-            )),
+    for document in super::yaml::read_documents(text) {
+        let source = format!("{file}#{}", document.index);
+        match document.content {
             Err(message) => loaded.errors.push(LoadError { source, message }),
+            Ok(None) => {}
+            Ok(Some(json)) => parse_object(source, &json, loaded),
         }
     }
 }
 
-/// Writes `1.0` as `1`, everywhere, as the Kubernetes apiserver does when it decodes a
-/// request (a JSON number that is not an integer literal becomes a float64, which encodes
-/// back without the fraction): `qos: 1.0` is accepted by a cluster, so apply accepts it too.
-fn integral_floats_as_integers(value: Value) -> Value {
-    match value {
-        Value::Number(n) if n.is_f64() => match n.as_f64() {
-            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
-            _ => Value::Number(n),
-        },
-        Value::Array(items) => {
-            Value::Array(items.into_iter().map(integral_floats_as_integers).collect())
+/// One document read as JSON. Like kubectl, a document with an `items` field is a list
+/// (`kind: List`) whose items are the resources.
+fn parse_object(source: String, json: &Value, loaded: &mut Loaded) {
+    if let Some(items) = json.as_object().and_then(|o| o.get("items")) {
+        match items {
+            Value::Null => {}
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let source = format!("{source} items[{i}]");
+                    if item.is_object() {
+                        parse_object(source, item, loaded);
+                    } else {
+                        loaded.errors.push(LoadError {
+                            source,
+                            message: "a list item must be a mapping with apiVersion and kind"
+                                .into(),
+                        });
+                    }
+                }
+            }
+            _ => loaded.errors.push(LoadError {
+                source,
+                message: "items: a document with items is a list for kubectl; items must be a list of manifests".into(),
+            }),
         }
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (k, integral_floats_as_integers(v)))
-                .collect(),
-        ),
-        other => other,
+        return;
+    }
+    match parse_resource(json) {
+        Ok(Some(resource)) => loaded.manifests.push(Manifest { source, resource }),
+        Ok(None) => loaded.skipped.push(format!(
+            "{source}: {} {} is not a shadowsync resource; skipped",
+            json.get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("?"),
+            json.get("kind").and_then(Value::as_str).unwrap_or("?")
+        )),
+        Err(message) => loaded.errors.push(LoadError { source, message }),
     }
 }
 
@@ -224,6 +219,21 @@ pub fn parse_resource(json: &Value) -> Result<Option<Resource>, String> {
         return Err(format!(
             "apiVersion {:?} is not served; use {API_VERSION}",
             api_version.unwrap_or_default()
+        ));
+    }
+    // Free-form JSON fields: the apiserver drops a key whose value is null there (the
+    // schema does not make them nullable), so kubectl and the operator never see it.
+    let (free, path, hint) = match kind {
+        Some("ThingShadow") => (
+            json.pointer("/spec/desired"),
+            "spec.desired",
+            " (a desired key that a manifest no longer declares is cleared from the shadow by apply and by the operator)",
+        ),
+        _ => (json.pointer("/spec/payload/json"), "spec.payload.json", ""),
+    };
+    if let Some(field) = free.and_then(|v| null_valued_key(v, path)) {
+        return Err(format!(
+            "{field}: null as a value: the apiserver drops this key, so kubectl and the operator never see it; remove the key{hint}"
         ));
     }
     let resource = match kind {
@@ -248,6 +258,25 @@ pub fn parse_resource(json: &Value) -> Result<Option<Resource>, String> {
             "metadata.name {name:?}: must be a DNS subdomain (lower-case letters, digits, '-' and '.', at most 253)"
         )),
         Some(_) => Ok(Some(resource)),
+    }
+}
+
+/// The path of the first key whose value is null, in objects at any depth.
+fn null_valued_key(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let path = format!("{path}.{k}");
+            if v.is_null() {
+                Some(path)
+            } else {
+                null_valued_key(v, &path)
+            }
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| null_valued_key(v, &format!("{path}[{i}]"))),
+        _ => None,
     }
 }
 
@@ -377,6 +406,47 @@ mod tests {
         assert!(fraction.errors[0]
             .message
             .starts_with("spec.qos: invalid type"));
+    }
+
+    #[test]
+    fn null_valued_keys_in_free_form_json_are_refused() {
+        let loaded = parse(
+            "apiVersion: iot.shadowsync.dev/v1alpha1\nkind: ThingShadow\nmetadata: {name: m}\n\
+             spec: {thingName: t, desired: {a: {b: [{c: ~}]}}}\n---\n\
+             apiVersion: iot.shadowsync.dev/v1alpha1\nkind: RetainedMessage\nmetadata: {name: r}\n\
+             spec: {topic: a, payload: {json: {k: null}}}\n---\n\
+             apiVersion: iot.shadowsync.dev/v1alpha1\nkind: ThingShadow\nmetadata: {name: nn}\n\
+             spec: {thingName: t, shadowName: null, desired: {a: [null]}}\n",
+        );
+        let messages: Vec<_> = loaded.errors.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(messages[0]
+            .starts_with("spec.desired.a.b[0].c: null as a value: the apiserver drops this key"));
+        assert!(messages[1].starts_with("spec.payload.json.k: null as a value"));
+        // A null typed field is absent for everyone; a null in a list is validation's.
+        assert_eq!(loaded.manifests.len(), 1);
+    }
+
+    #[test]
+    fn kubectl_and_yaml_1_2_disagreements_are_refused_with_the_field() {
+        let loaded = parse(
+            "apiVersion: iot.shadowsync.dev/v1alpha1\nkind: ThingShadow\nmetadata: {name: m}\n\
+             spec:\n  thingName: t\n  desired: {power: on, mode: no, level: 010}\n",
+        );
+        assert_eq!(
+            loaded.errors[0].message,
+            "spec.desired.power: unquoted on is the boolean true for kubectl and the operator; quote it (\"on\") or write true"
+        );
+    }
+
+    #[test]
+    fn a_list_document_holds_resources_as_for_kubectl() {
+        let loaded = parse(
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: iot.shadowsync.dev/v1alpha1\n  kind: ThingShadow\n  metadata: {name: a}\n  spec: {thingName: a}\n- 5\n",
+        );
+        assert_eq!(loaded.manifests.len(), 1);
+        assert_eq!(loaded.manifests[0].source, "m.yaml#1 items[0]");
+        assert_eq!(loaded.errors[0].source, "m.yaml#1 items[1]");
     }
 
     #[test]

@@ -3,8 +3,10 @@
 pub mod apply;
 pub mod import;
 pub mod manifest;
+pub mod parse;
 pub mod state;
 pub mod target;
+pub mod yaml;
 
 use std::process::ExitCode;
 
@@ -35,6 +37,11 @@ pub enum Command {
     /// Print ThingShadow and RetainedMessage manifests that declare existing shadows and
     /// retained messages as they are (onboarding a fleet). Exits 2 on errors.
     Import(import::ImportArgs),
+    /// Read manifests as `apply` reads them, without a data plane.
+    Manifest {
+        #[command(subcommand)]
+        command: ManifestCommand,
+    },
     /// Print the CustomResourceDefinitions generated from the API types.
     Crds,
     /// The local AWS IoT data plane.
@@ -42,6 +49,14 @@ pub enum Command {
         #[command(subcommand)]
         command: DataplaneCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ManifestCommand {
+    /// Print the resources exactly as `apply` reads them (as kubectl and the operator
+    /// read them), or the error naming the field. Exits 2 on unreadable manifests, 1 when
+    /// a spec breaks a rule.
+    Parse(parse::ParseArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -69,6 +84,9 @@ pub fn main() -> ExitCode {
         Command::Apply(args) => runtime.block_on(apply::apply(args)),
         Command::Diff(args) => runtime.block_on(apply::diff(args)),
         Command::Import(args) => runtime.block_on(import::import(args)),
+        Command::Manifest {
+            command: ManifestCommand::Parse(args),
+        } => parse::parse(args),
         Command::Crds => {
             print!("{}", crate::api::crds_yaml());
             0
