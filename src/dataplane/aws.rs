@@ -1,7 +1,16 @@
-//! [`DataPlane`] on aws-sdk-iotdataplane: real AWS, moto, or `shadowsync dataplane serve`.
+//! [`DataPlane`] on aws-sdk-iotdataplane and
+//! [`Registry`](super::registry::Registry) on aws-sdk-iot: real AWS, moto,
+//! or `shadowsync dataplane serve`.
+//!
+//! The registry is AWS IoT's control plane, on the regional endpoint
+//! (`iot.REGION.amazonaws.com`, which the SDK resolves), not on the account's data
+//! endpoint. With `--endpoint-url` both clients go to the given URL: that is how the local
+//! server and moto serve both APIs.
 //!
 //! The SDK's own retries are off: the [`resilient`](super::resilient) wrapper owns the
 //! whole retry budget, so that throttling is counted and backed off in one place.
+
+mod registry;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -75,10 +84,12 @@ pub enum AwsSetupError {
     EndpointDiscovery(String),
 }
 
-/// The AWS IoT data plane through the AWS SDK.
+/// The AWS IoT data plane (and registry) through the AWS SDK.
 #[derive(Clone, Debug)]
 pub struct AwsDataPlane {
     client: aws_sdk_iotdataplane::Client,
+    /// The control plane, for the [`Registry`] operations.
+    iot: aws_sdk_iot::Client,
     endpoint: String,
 }
 
@@ -133,6 +144,17 @@ impl AwsDataPlane {
             Err(err) => return Err(err),
         };
 
+        // The control plane: the given URL, else the SDK's regional endpoint.
+        let mut iot_config = aws_sdk_iot::config::Builder::from(&sdk_config)
+            .region(region.clone())
+            .credentials_provider(credentials.clone())
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(timeouts());
+        if let Some(url) = &endpoint_url {
+            iot_config = iot_config.endpoint_url(url.clone());
+        }
+        let iot = aws_sdk_iot::Client::from_conf(iot_config.build());
+
         let endpoint = match endpoint_url {
             Some(url) => url,
             None => discover_endpoint(&sdk_config, &region, &credentials).await?,
@@ -148,6 +170,7 @@ impl AwsDataPlane {
             .build();
         Ok(AwsDataPlane {
             client: aws_sdk_iotdataplane::Client::from_conf(config),
+            iot,
             endpoint,
         })
     }
@@ -503,7 +526,10 @@ fn bad_user_properties(reason: &str) -> DataPlaneError {
 
 /// Turns an SDK error into a [`DataPlaneError`]; `modelled` names the kind of each
 /// exception the operation declares (and `None` for an unmodelled answer).
-fn sdk_error<E>(err: SdkError<E>, modelled: fn(&E) -> Option<ErrorKind>) -> DataPlaneError
+pub(super) fn sdk_error<E>(
+    err: SdkError<E>,
+    modelled: fn(&E) -> Option<ErrorKind>,
+) -> DataPlaneError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -561,6 +587,15 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 /// An answer without a modelled error type. Throttling and 5xx from a proxy or load
 /// balancer stay retryable; anything else is reported with its status and a hint.
 fn unmodelled(status: u16, code: Option<&str>, text: &str) -> DataPlaneError {
+    // A type this crate knows, answered where the operation's model does not list it
+    // (AWS's models are not exhaustive): keep the kind.
+    if let Some(kind) = code.and_then(|code| {
+        ErrorKind::ALL.into_iter().find(|k| {
+            !matches!(k, ErrorKind::Transport | ErrorKind::Unhandled) && k.aws_type() == code
+        })
+    }) {
+        return DataPlaneError::new(kind, text);
+    }
     let code = code.map(|c| format!(" {c}")).unwrap_or_default();
     let (kind, hint) = match status {
         429 => (ErrorKind::Throttling, ""),

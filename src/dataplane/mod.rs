@@ -4,16 +4,22 @@
 //! - [`embedded`]: an in-process store with AWS's shadow and retained-message semantics,
 //!   in memory or persisted to a redb file;
 //! - [`server`]: the embedded store behind the AWS IoT Data Plane REST API;
-//! - [`resilient`]: the client-side rate limiter and retry policy every caller goes through.
+//! - [`resilient`]: the client-side rate limiter and retry policy every caller goes through;
+//! - [`registry`]: the part of the AWS IoT registry (things, static thing groups, fleet
+//!   search) that fleet rollouts need, a second trait implemented by the embedded store,
+//!   the server and the SDK adapter;
+//! - [`simulate`]: simulated devices that report what they are told, for the local server.
 //!
 //! The types mirror the AWS wire shapes so that every implementation can be held to the
-//! same contract (`tests/contract.rs`).
+//! same contract (`tests/contract.rs`, `tests/registry_contract.rs`).
 
 pub mod availability;
 pub mod aws;
 pub mod embedded;
+pub mod registry;
 pub mod resilient;
 pub mod server;
+pub mod simulate;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -239,11 +245,20 @@ pub enum ErrorKind {
     Transport,
     /// An answer with no modelled type (403 from a wrong endpoint or region, say).
     Unhandled,
+    /// 409 `ResourceAlreadyExistsException` (registry): a thing or thing group of that
+    /// name exists with a different configuration.
+    ResourceAlreadyExists,
+    /// 409 `VersionConflictException` (registry): `expectedVersion` is not the current one.
+    VersionConflict,
+    /// 400 `InvalidQueryException` (registry search): a query this index cannot run.
+    InvalidQuery,
+    /// 400 `IndexNotReadyException` (registry search): the fleet index is being built.
+    IndexNotReady,
 }
 
 impl ErrorKind {
     /// Every kind, for tables and tests.
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::Conflict,
         ErrorKind::RequestEntityTooLarge,
         ErrorKind::InvalidRequest,
@@ -256,6 +271,10 @@ impl ErrorKind {
         ErrorKind::UnsupportedDocumentEncoding,
         ErrorKind::Transport,
         ErrorKind::Unhandled,
+        ErrorKind::ResourceAlreadyExists,
+        ErrorKind::VersionConflict,
+        ErrorKind::InvalidQuery,
+        ErrorKind::IndexNotReady,
     ];
 
     /// AWS's error type name (the `x-amzn-ErrorType` header).
@@ -273,6 +292,10 @@ impl ErrorKind {
             ErrorKind::UnsupportedDocumentEncoding => "UnsupportedDocumentEncodingException",
             ErrorKind::Transport => "TransportError",
             ErrorKind::Unhandled => "UnhandledError",
+            ErrorKind::ResourceAlreadyExists => "ResourceAlreadyExistsException",
+            ErrorKind::VersionConflict => "VersionConflictException",
+            ErrorKind::InvalidQuery => "InvalidQueryException",
+            ErrorKind::IndexNotReady => "IndexNotReadyException",
         }
     }
 
@@ -291,6 +314,10 @@ impl ErrorKind {
             ErrorKind::UnsupportedDocumentEncoding => 415,
             ErrorKind::Transport => 0,
             ErrorKind::Unhandled => 0,
+            ErrorKind::ResourceAlreadyExists => 409,
+            ErrorKind::VersionConflict => 409,
+            ErrorKind::InvalidQuery => 400,
+            ErrorKind::IndexNotReady => 400,
         }
     }
 
@@ -309,6 +336,10 @@ impl ErrorKind {
             ErrorKind::UnsupportedDocumentEncoding => "UnsupportedEncoding",
             ErrorKind::Transport => "Unreachable",
             ErrorKind::Unhandled => "UnexpectedResponse",
+            ErrorKind::ResourceAlreadyExists => "AlreadyExists",
+            ErrorKind::VersionConflict => "VersionConflict",
+            ErrorKind::InvalidQuery => "InvalidQuery",
+            ErrorKind::IndexNotReady => "IndexNotReady",
         }
     }
 

@@ -15,10 +15,17 @@
 //! - an update carrying `version` to a shadow that does not exist compares it with 0, or
 //!   with the deleted shadow's version while its tombstone is kept (48 h);
 //! - ListRetainedMessages defaults to its maximum page, 200.
+//!
+//! The same store is also a [`Registry`](crate::dataplane::registry::Registry) (things,
+//! static thing groups, fleet search), in the same database file and with the same
+//! durability rule.
 
+mod registry;
 mod store;
 pub mod validate;
 
+#[cfg(test)]
+mod registry_tests;
 #[cfg(test)]
 mod tests;
 

@@ -66,14 +66,14 @@ fn not_found(thing: &str, shadow: Option<&str>) -> DataPlaneError {
     )
 }
 
-fn db_error(e: impl Into<redb::Error>) -> DataPlaneError {
+pub(super) fn db_error(e: impl Into<redb::Error>) -> DataPlaneError {
     DataPlaneError::new(
         ErrorKind::InternalFailure,
         format!("embedded store: {}", e.into()),
     )
 }
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> DataPlaneError {
+pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> DataPlaneError {
     DataPlaneError::new(
         ErrorKind::InternalFailure,
         format!("embedded store: unreadable {what}: {e}"),
@@ -164,6 +164,9 @@ fn initialize(db: &Database) -> Result<(), String> {
         }
         txn.open_table(SHADOWS).map_err(|e| e.to_string())?;
         txn.open_table(RETAINED).map_err(|e| e.to_string())?;
+        // The registry's tables came later in the same format: a file written before
+        // them gets them here, empty, and older builds ignore them.
+        super::registry::create_tables(&txn).map_err(|e| e.to_string())?;
     }
     txn.commit().map_err(|e| e.to_string())
 }
@@ -185,7 +188,7 @@ pub(super) fn open_memory() -> Result<Database, String> {
 }
 
 impl Store {
-    fn now_ms(&self) -> i64 {
+    pub(super) fn now_ms(&self) -> i64 {
         (self.clock)()
     }
 
@@ -193,11 +196,11 @@ impl Store {
         self.now_ms().div_euclid(1000)
     }
 
-    fn read(&self) -> Result<ReadTransaction, DataPlaneError> {
+    pub(super) fn read(&self) -> Result<ReadTransaction, DataPlaneError> {
         self.db.begin_read().map_err(db_error)
     }
 
-    fn write(&self) -> Result<WriteTransaction, DataPlaneError> {
+    pub(super) fn write(&self) -> Result<WriteTransaction, DataPlaneError> {
         let mut txn = self.db.begin_write().map_err(db_error)?;
         // The default, stated so that nobody lowers it: an acknowledged write must
         // survive a crash.

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataplane::{DataPlaneError, ErrorKind};
 
-/// The data-plane operations the server answers.
+/// The operations the server answers: the seven data-plane ones ([`Operation::ALL`]) and
+/// the registry ones ([`Operation::REGISTRY`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Operation {
     UpdateThingShadow,
@@ -17,9 +18,20 @@ pub enum Operation {
     Publish,
     GetRetainedMessage,
     ListRetainedMessages,
+    CreateThing,
+    DeleteThing,
+    CreateThingGroup,
+    DeleteThingGroup,
+    AddThingToThingGroup,
+    RemoveThingFromThingGroup,
+    ListThingsInThingGroup,
+    SearchIndex,
+    /// Answered, always with InvalidRequestException: dynamic groups are not served.
+    CreateDynamicThingGroup,
 }
 
 impl Operation {
+    /// The data-plane operations.
     pub const ALL: [Operation; 7] = [
         Operation::UpdateThingShadow,
         Operation::GetThingShadow,
@@ -28,6 +40,19 @@ impl Operation {
         Operation::Publish,
         Operation::GetRetainedMessage,
         Operation::ListRetainedMessages,
+    ];
+
+    /// The registry (control-plane) operations.
+    pub const REGISTRY: [Operation; 9] = [
+        Operation::CreateThing,
+        Operation::DeleteThing,
+        Operation::CreateThingGroup,
+        Operation::DeleteThingGroup,
+        Operation::AddThingToThingGroup,
+        Operation::RemoveThingFromThingGroup,
+        Operation::ListThingsInThingGroup,
+        Operation::SearchIndex,
+        Operation::CreateDynamicThingGroup,
     ];
 
     /// The AWS operation name (also the key in stats and the fault filter).
@@ -40,6 +65,15 @@ impl Operation {
             Operation::Publish => "Publish",
             Operation::GetRetainedMessage => "GetRetainedMessage",
             Operation::ListRetainedMessages => "ListRetainedMessages",
+            Operation::CreateThing => "CreateThing",
+            Operation::DeleteThing => "DeleteThing",
+            Operation::CreateThingGroup => "CreateThingGroup",
+            Operation::DeleteThingGroup => "DeleteThingGroup",
+            Operation::AddThingToThingGroup => "AddThingToThingGroup",
+            Operation::RemoveThingFromThingGroup => "RemoveThingFromThingGroup",
+            Operation::ListThingsInThingGroup => "ListThingsInThingGroup",
+            Operation::SearchIndex => "SearchIndex",
+            Operation::CreateDynamicThingGroup => "CreateDynamicThingGroup",
         }
     }
 }
@@ -54,17 +88,16 @@ impl FromStr for Operation {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Operation::ALL
-            .into_iter()
-            .find(|op| op.name() == s)
-            .ok_or_else(|| {
-                let known: Vec<&str> = Operation::ALL.iter().map(|op| op.name()).collect();
-                format!("unknown operation {s:?} (known: {})", known.join(", "))
-            })
+        let all = || Operation::ALL.into_iter().chain(Operation::REGISTRY);
+        all().find(|op| op.name() == s).ok_or_else(|| {
+            let known: Vec<&str> = all().map(|op| op.name()).collect();
+            format!("unknown operation {s:?} (known: {})", known.join(", "))
+        })
     }
 }
 
-/// Faults the server injects into data-plane requests (never into `/_shadowsync/`).
+/// Faults the server injects into data-plane and registry requests (never into
+/// `/_shadowsync/`).
 ///
 /// JSON (camelCase) at `GET/PUT/PATCH /_shadowsync/faults`; every field may be omitted.
 /// A faulted request never reaches the store, except under `dropAfterRate`. The latency
@@ -201,7 +234,7 @@ mod tests {
 
     #[test]
     fn operation_names_round_trip() {
-        for op in Operation::ALL {
+        for op in Operation::ALL.into_iter().chain(Operation::REGISTRY) {
             assert_eq!(op.name().parse::<Operation>(), Ok(op));
         }
         assert!("Nope".parse::<Operation>().is_err());

@@ -3,6 +3,10 @@
 //! `shadowsync dataplane serve` speaks restJson1 the way AWS IoT does (same paths, query
 //! parameters, MQTT 5 headers, JSON shapes, `x-amzn-ErrorType` headers), so the AWS SDK
 //! for Rust, boto3 and the AWS CLI work against it with `--endpoint-url http://ADDR`.
+//! Besides the data plane (`iot-data`) it serves the registry operations of the control
+//! plane (`iot`) that [`Registry`] has, on AWS's paths (`POST /things/{thingName}`,
+//! `PUT /thing-groups/addThingToThingGroup`, `GET /thing-groups/{name}/things`,
+//! `POST /indices/search`, ...): point both clients at the same URL.
 //! It accepts any credentials and ignores SigV4 signatures, which is why it listens on
 //! loopback unless told otherwise.
 //!
@@ -10,13 +14,17 @@
 //! so): `GET/PUT/PATCH /_shadowsync/faults` ([`FaultSettings`]),
 //! `GET /_shadowsync/stats` ([`StatsSnapshot`]), `GET /_shadowsync/stats/targets`
 //! (per thing and topic: calls, applied publishes; [`TargetStats`]),
-//! `POST /_shadowsync/stats/reset` (answers the counts it cleared) and
-//! `GET /_shadowsync/healthz`.
+//! `POST /_shadowsync/stats/reset` (answers the counts it cleared),
+//! `GET/PUT/PATCH /_shadowsync/simulation` (simulated devices: [`SimulationSettings`] and
+//! [`SimulationStats`](crate::dataplane::simulate::SimulationStats)) and
+//! `GET /_shadowsync/healthz`. Registry calls are counted and faulted like data-plane
+//! calls, under their AWS operation names; simulated device reports are not calls.
 //!
 //! Tests and other modules start a server in-process with [`start`].
 
 mod conn;
 mod faults;
+mod registry_routes;
 mod routes;
 mod stats;
 mod wire;
@@ -35,6 +43,8 @@ pub use faults::{FaultSettings, Operation};
 pub use stats::{Injected, StatsSnapshot, TargetStats, Totals, DROPPED, OK};
 
 use crate::dataplane::embedded::EmbeddedDataPlane;
+use crate::dataplane::registry::Registry;
+use crate::dataplane::simulate::{parse_duration, SimulatedDevices, SimulationSettings};
 use crate::dataplane::{DataPlane, ShadowLimits};
 use conn::{Conn, CuttableListener};
 use routes::{App, Inflight};
@@ -114,6 +124,25 @@ pub struct ServeArgs {
     /// Publish payload limit (bytes).
     #[arg(long, default_value_t = ShadowLimits::default().max_payload_bytes)]
     pub max_payload_bytes: usize,
+
+    /// Simulate devices for the things matching these globs (comma-separated, `*` and
+    /// `?`): after a shadow update with a desired section, such a thing reports it.
+    /// Changeable at runtime with PUT /_shadowsync/simulation.
+    #[arg(long, value_name = "PATTERN")]
+    pub simulate_devices: Option<String>,
+
+    /// How long a simulated device takes to report (e.g. 500ms, 2s, 1m).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub simulate_report_delay: Duration,
+
+    /// Fraction (0..1) of the simulated devices that never report (chosen by a hash of
+    /// the thing name).
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
+    pub simulate_silent_fraction: f64,
+
+    /// Fraction (0..1) of the simulated devices that report one value wrong.
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
+    pub simulate_wrong_fraction: f64,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -142,6 +171,17 @@ impl ServeArgs {
         }
     }
 
+    /// The device simulation the flags ask for.
+    pub fn simulation(&self) -> SimulationSettings {
+        SimulationSettings {
+            devices: self.simulate_devices.clone().unwrap_or_default(),
+            report_delay_ms: u64::try_from(self.simulate_report_delay.as_millis())
+                .unwrap_or(u64::MAX),
+            silent_fraction: self.simulate_silent_fraction,
+            wrong_fraction: self.simulate_wrong_fraction,
+        }
+    }
+
     /// The store limits the flags ask for.
     pub fn limits(&self) -> ShadowLimits {
         ShadowLimits {
@@ -166,6 +206,8 @@ pub enum ServerError {
     Bind { addr: SocketAddr, source: io::Error },
     #[error("invalid fault settings: {0}")]
     Faults(String),
+    #[error("invalid device simulation: {0}")]
+    Simulation(String),
     #[error("{0}")]
     Store(String),
     #[error("cannot install the signal handlers: {0}")]
@@ -186,6 +228,8 @@ pub struct ServerOptions {
     /// 429 above this many requests in flight for one thing.
     pub max_inflight_per_thing: Option<usize>,
     pub max_body_bytes: usize,
+    /// Initial device simulation (changeable later); default none.
+    pub simulation: SimulationSettings,
 }
 
 impl Default for ServerOptions {
@@ -196,6 +240,7 @@ impl Default for ServerOptions {
             faults: FaultSettings::default(),
             max_inflight_per_thing: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            simulation: SimulationSettings::default(),
         }
     }
 }
@@ -239,6 +284,11 @@ impl ServerHandle {
         self.app.stats.take()
     }
 
+    /// The simulated devices (settings, counters, [`SimulatedDevices::settled`]).
+    pub fn simulator(&self) -> &SimulatedDevices {
+        &self.app.simulator
+    }
+
     /// Stops accepting connections and waits for the requests in flight.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
         if let Some(stop) = self.stop.take() {
@@ -262,17 +312,31 @@ impl Drop for ServerHandle {
     }
 }
 
-/// Binds `options.listen` and serves `store` in a background task.
+/// Binds `options.listen` and serves `store` in a background task, with a registry of
+/// its own in memory.
 ///
 /// Refuses a non-loopback address unless `options.allow_remote`.
 pub async fn start(
     store: Arc<dyn DataPlane>,
     options: ServerOptions,
 ) -> Result<ServerHandle, ServerError> {
+    start_with_registry(store, Arc::new(EmbeddedDataPlane::in_memory()), options).await
+}
+
+/// [`start`] with the registry to serve (an [`EmbeddedDataPlane`] is both).
+pub async fn start_with_registry(
+    store: Arc<dyn DataPlane>,
+    registry: Arc<dyn Registry>,
+    options: ServerOptions,
+) -> Result<ServerHandle, ServerError> {
     if !options.listen.ip().is_loopback() && !options.allow_remote {
         return Err(ServerError::RemoteNotAllowed(options.listen));
     }
     options.faults.validate().map_err(ServerError::Faults)?;
+    options
+        .simulation
+        .validate()
+        .map_err(ServerError::Simulation)?;
     let listener = TcpListener::bind(options.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -283,7 +347,7 @@ pub async fn start(
         addr: options.listen,
         source,
     })?;
-    let app = new_app(store, &options);
+    let app = new_app(store, registry, &options)?;
     let router = routes::router(app.clone(), options.max_body_bytes);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -306,14 +370,22 @@ pub async fn start(
     })
 }
 
-fn new_app(store: Arc<dyn DataPlane>, options: &ServerOptions) -> Arc<App> {
-    Arc::new(App {
-        store,
+fn new_app(
+    store: Arc<dyn DataPlane>,
+    registry: Arc<dyn Registry>,
+    options: &ServerOptions,
+) -> Result<Arc<App>, ServerError> {
+    let simulator = SimulatedDevices::new(store, options.simulation.clone())
+        .map_err(ServerError::Simulation)?;
+    Ok(Arc::new(App {
+        store: Arc::new(simulator.clone()),
+        registry,
+        simulator,
         faults: RwLock::new(options.faults.clone()),
         stats: Default::default(),
         inflight: Inflight::default(),
         max_inflight_per_thing: options.max_inflight_per_thing,
-    })
+    }))
 }
 
 /// The server's routes without a socket, for driving requests in process (property
@@ -326,10 +398,20 @@ pub struct InProcessServer {
 }
 
 impl InProcessServer {
-    /// Serves `store` with `options` (`listen` and `allow_remote` are not used).
+    /// Serves `store` with `options` (`listen` and `allow_remote` are not used), with a
+    /// registry of its own in memory.
     pub fn new(store: Arc<dyn DataPlane>, options: &ServerOptions) -> Result<Self, ServerError> {
+        Self::with_registry(store, Arc::new(EmbeddedDataPlane::in_memory()), options)
+    }
+
+    /// [`InProcessServer::new`] with the registry to serve.
+    pub fn with_registry(
+        store: Arc<dyn DataPlane>,
+        registry: Arc<dyn Registry>,
+        options: &ServerOptions,
+    ) -> Result<Self, ServerError> {
         options.faults.validate().map_err(ServerError::Faults)?;
-        let app = new_app(store, options);
+        let app = new_app(store, registry, options)?;
         let router = routes::router(app.clone(), options.max_body_bytes)
             .layer(axum::middleware::map_request(with_detached_conn));
         Ok(Self { app, router })
@@ -398,7 +480,7 @@ fn init_logging() {
         .try_init();
 }
 
-fn open_store(args: &ServeArgs) -> Result<Arc<dyn DataPlane>, ServerError> {
+fn open_store(args: &ServeArgs) -> Result<Arc<EmbeddedDataPlane>, ServerError> {
     let store = match &args.db {
         Some(path) => {
             EmbeddedDataPlane::open(path).map_err(|err| ServerError::Store(err.to_string()))?
@@ -442,6 +524,8 @@ pub async fn run(args: ServeArgs) -> Result<(), ServerError> {
     let faults = args.fault_settings();
     faults.validate().map_err(ServerError::Faults)?;
     let listen = resolve_listen(&args.listen, args.allow_remote).await?;
+    let simulation = args.simulation();
+    simulation.validate().map_err(ServerError::Simulation)?;
     let store = open_store(&args)?;
     let limits = args.limits();
     let options = ServerOptions {
@@ -452,9 +536,11 @@ pub async fn run(args: ServeArgs) -> Result<(), ServerError> {
         max_body_bytes: DEFAULT_MAX_BODY_BYTES
             .max(limits.max_document_bytes.saturating_mul(2))
             .max(limits.max_payload_bytes.saturating_mul(2)),
+        simulation,
     };
     let mut signals = Signals::install()?;
-    let handle = start(store, options).await?;
+    // One database holds the shadows, the retained messages and the registry.
+    let handle = start_with_registry(store.clone(), store, options).await?;
     if !handle.addr.ip().is_loopback() {
         tracing::warn!(
             addr = %handle.addr,

@@ -1,4 +1,5 @@
-//! Routing and handlers: the seven data-plane operations and the `/_shadowsync/` admin API.
+//! Routing and handlers: the seven data-plane operations and the `/_shadowsync/` admin API
+//! (the registry operations are in [`super::registry_routes`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,11 +22,16 @@ use super::conn::Conn;
 use super::faults::{Fault, FaultSettings, Operation};
 use super::stats::{InjectedKind, Stats, DROPPED, OK};
 use super::wire::{self, error_response, invalid, json_ok, QueryParams};
+use crate::dataplane::registry::Registry;
+use crate::dataplane::simulate::SimulatedDevices;
 use crate::dataplane::{DataPlane, DataPlaneError, ErrorKind, PublishRequest};
 
 /// Shared state of one server.
 pub(crate) struct App {
+    /// The data plane the handlers call: the store behind the device simulation.
     pub store: Arc<dyn DataPlane>,
+    pub registry: Arc<dyn Registry>,
+    pub simulator: SimulatedDevices,
     pub faults: RwLock<FaultSettings>,
     pub stats: Stats,
     pub inflight: Inflight,
@@ -54,7 +60,7 @@ impl App {
     /// limit, then `work` (which alone touches the store), and counts the outcome.
     /// `thing` is set for shadow operations (the in-flight limit), `topic` for the
     /// retained-message ones; either is the target the call is counted under.
-    async fn call<F>(
+    pub(crate) async fn call<F>(
         &self,
         op: Operation,
         conn: &Conn,
@@ -178,12 +184,12 @@ impl Drop for InflightSlot<'_> {
 }
 
 type AppState = State<Arc<App>>;
-type PathArg = Result<Path<String>, PathRejection>;
-type QueryArg = Result<Query<HashMap<String, String>>, QueryRejection>;
-type BodyArg = Result<Bytes, BytesRejection>;
+pub(crate) type PathArg = Result<Path<String>, PathRejection>;
+pub(crate) type QueryArg = Result<Query<HashMap<String, String>>, QueryRejection>;
+pub(crate) type BodyArg = Result<Bytes, BytesRejection>;
 
 pub(crate) fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
-    Router::new()
+    super::registry_routes::routes(Router::new())
         .route(
             "/things/{thingName}/shadow",
             get(get_thing_shadow)
@@ -234,7 +240,7 @@ fn request_id() -> String {
     )
 }
 
-fn path_value(path: PathArg, what: &str) -> Result<String, DataPlaneError> {
+pub(crate) fn path_value(path: PathArg, what: &str) -> Result<String, DataPlaneError> {
     let Path(value) = path.map_err(|rejection| {
         invalid(format!(
             "{what} in the path is not valid: {}",
@@ -247,13 +253,13 @@ fn path_value(path: PathArg, what: &str) -> Result<String, DataPlaneError> {
     Ok(value)
 }
 
-fn query_params(query: QueryArg) -> Result<QueryParams, DataPlaneError> {
+pub(crate) fn query_params(query: QueryArg) -> Result<QueryParams, DataPlaneError> {
     let Query(params) = query
         .map_err(|rejection| invalid(format!("invalid query string: {}", rejection.body_text())))?;
     Ok(QueryParams(params))
 }
 
-fn body_bytes(body: BodyArg) -> Result<Bytes, DataPlaneError> {
+pub(crate) fn body_bytes(body: BodyArg) -> Result<Bytes, DataPlaneError> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             DataPlaneError::new(
@@ -277,7 +283,7 @@ fn shadow_name(params: &QueryParams) -> Result<Option<String>, DataPlaneError> {
     }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Response, DataPlaneError> {
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<Response, DataPlaneError> {
     serde_json::to_value(value)
         .map(|v| json_ok(&v))
         .map_err(|err| {
