@@ -7,12 +7,14 @@
 //! - [`shadow`]: what to write to a shadow, out-of-band edits, 409 classification, mirror;
 //! - [`retained`]: what to publish as a retained message and when;
 //! - [`conditions`]: kstatus conditions that only change when the facts change;
-//! - [`tenancy`]: which things and topics a namespace's annotations allow.
+//! - [`tenancy`]: which things and topics a namespace's annotations allow;
+//! - [`rollout`]: staged rollouts of one template to a fleet: which devices get it now.
 
 pub mod conditions;
 pub mod json;
 pub mod paths;
 pub mod retained;
+pub mod rollout;
 pub mod shadow;
 pub mod tenancy;
 
