@@ -845,3 +845,86 @@ macro_rules! all_cases {
 all_cases!(embedded, super::Backend::Embedded);
 all_cases!(server, super::Backend::Server);
 all_cases!(moto, super::Backend::Moto);
+
+// ---------------------------------------------------------------------------------
+// Simulated devices, through `dataplane serve` and the SDK adapter.
+
+mod simulation {
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use serde_json::json;
+    use shadowsync::dataplane::simulate::{DeviceBehavior, SimulationSettings};
+    use shadowsync::dataplane::DataPlane;
+
+    use super::{aws_registry, support};
+
+    #[tokio::test]
+    async fn matching_things_report_like_devices() {
+        let server = support::start_local_server(&[
+            "--simulate-devices",
+            "rsim-*",
+            "--simulate-report-delay",
+            "200ms",
+            "--simulate-wrong-fraction",
+            "0.5",
+        ])
+        .unwrap_or_else(|e| panic!("the simulating server did not start: {e}"));
+        let settings = SimulationSettings {
+            devices: "rsim-*".into(),
+            report_delay_ms: 200,
+            silent_fraction: 0.0,
+            wrong_fraction: 0.5,
+        };
+        let find = |wanted| {
+            (0..1000)
+                .map(|n| format!("rsim-{n}"))
+                .find(|t| settings.behavior(t) == Some(wanted))
+                .unwrap_or_else(|| panic!("no name is {wanted:?}"))
+        };
+        let (faithful, wrong) = (find(DeviceBehavior::Faithful), find(DeviceBehavior::Wrong));
+        let plane = aws_registry(server.url.clone()).await;
+        let desired = json!({"state": {"desired": {"mode": "eco", "on": true}}}).to_string();
+        let started = Instant::now();
+        for thing in [&faithful, &wrong] {
+            plane
+                .update_thing_shadow(thing, None, Bytes::from(desired.clone()))
+                .await
+                .unwrap_or_else(|e| panic!("update {thing}: {e}"));
+        }
+        let reported = |thing: String| {
+            let plane = plane.clone();
+            async move {
+                loop {
+                    let doc = plane
+                        .get_thing_shadow(&thing, None)
+                        .await
+                        .unwrap_or_else(|e| panic!("get {thing}: {e}"));
+                    if doc.state.reported.is_some() {
+                        return doc;
+                    }
+                    assert!(
+                        started.elapsed() < Duration::from_secs(30),
+                        "{thing} never reported"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let good = reported(faithful).await;
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(
+            good.state.reported,
+            Some(json!({"mode": "eco", "on": true}))
+        );
+        assert_eq!(good.state.delta, None);
+        assert_eq!(good.version, 2);
+        let bad = reported(wrong).await;
+        // The first leaf in key order is `mode`.
+        assert_eq!(
+            bad.state.reported,
+            Some(json!({"mode": "eco-wrong", "on": true}))
+        );
+        assert_eq!(bad.state.delta, Some(json!({"mode": "eco"})));
+    }
+}
