@@ -202,10 +202,17 @@ EXPECTED_ACTIONS = {
     "iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow",
     "iot:ListNamedShadowsForThing", "iot:Publish", "iot:RetainPublish",
     "iot:GetRetainedMessage", "iot:ListRetainedMessages", "iot:DescribeEndpoint",
+    # Registry reads that select a fleet's things (never a registry write).
+    "iot:ListThingsInThingGroup", "iot:SearchIndex",
 }
 # Actions AWS IoT documents with no resource-level permissions.
 UNSCOPABLE = {"iot:ListNamedShadowsForThing", "iot:ListRetainedMessages", "iot:DescribeEndpoint"}
-ARN = re.compile(r"^arn:aws:iot:REGION:ACCOUNT_ID:(thing|topic)/\*$")
+ARN = re.compile(r"^arn:aws:iot:REGION:ACCOUNT_ID:(?:(thing|topic|thinggroup)/\*|(index)/AWS_Things)$")
+
+
+def arn_kind(resource):
+    match = ARN.match(resource)
+    return match.group(1) or match.group(2)
 
 
 def statements():
@@ -243,11 +250,15 @@ def test_policy_resources_are_scoped_where_aws_allows():
         assert not actions & UNSCOPABLE, s["Sid"]
         for resource in resources:
             assert ARN.match(resource), resource
-        kinds = {ARN.match(r).group(1) for r in resources}
+        kinds = {arn_kind(r) for r in resources}
         if actions & {"iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow"}:
             assert kinds == {"thing"}
         if actions & {"iot:Publish", "iot:RetainPublish", "iot:GetRetainedMessage"}:
             assert kinds == {"topic"}
+        if "iot:ListThingsInThingGroup" in actions:
+            assert kinds == {"thinggroup"}
+        if "iot:SearchIndex" in actions:
+            assert kinds == {"index"}
 
 
 def test_describe_endpoint_stands_alone_so_it_can_be_removed():
