@@ -538,6 +538,9 @@ pub async fn run(args: ServeArgs) -> Result<(), ServerError> {
             .max(limits.max_payload_bytes.saturating_mul(2)),
         simulation,
     };
+    if options.simulation.is_active() {
+        tracing::info!(settings = ?options.simulation, "simulating devices");
+    }
     let mut signals = Signals::install()?;
     // One database holds the shadows, the retained messages and the registry.
     let handle = start_with_registry(store.clone(), store, options).await?;
