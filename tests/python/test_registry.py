@@ -381,3 +381,12 @@ def test_aws_cli_registry_round_trip(server, tmp_path):
     refused = cli("search-index", "--query-string", "site", check=False)
     assert refused.returncode != 0
     assert b"InvalidQueryException" in refused.stderr
+
+
+def test_operations_not_served_are_unknown_not_disallowed(registry):
+    registry.create_thing(thingName="described")
+    with pytest.raises(ClientError) as excinfo:
+        registry.describe_thing(thingName="described")
+    code, status, message = error_of(excinfo)
+    assert (code, status) == ("UnknownOperationException", 404)
+    assert "SearchIndex" in message

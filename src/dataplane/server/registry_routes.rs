@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, State};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::Router;
@@ -31,11 +32,17 @@ pub(crate) fn routes(router: Router<Arc<App>>) -> Router<Arc<App>> {
     router
         .route(
             "/things/{thingName}",
-            post(create_thing).delete(delete_thing),
+            post(create_thing)
+                .delete(delete_thing)
+                .get(not_served)
+                .patch(not_served),
         )
         .route(
             "/thing-groups/{thingGroupName}",
-            post(create_thing_group).delete(delete_thing_group),
+            post(create_thing_group)
+                .delete(delete_thing_group)
+                .get(not_served)
+                .patch(not_served),
         )
         .route(
             "/thing-groups/addThingToThingGroup",
@@ -60,6 +67,23 @@ pub(crate) fn routes(router: Router<Arc<App>>) -> Router<Arc<App>> {
                 .put(put_simulation)
                 .patch(patch_simulation),
         )
+}
+
+/// DescribeThing, UpdateThing, DescribeThingGroup and UpdateThingGroup share paths with
+/// operations this registry serves: answered as an unknown operation (like any path the
+/// server does not serve), not as a method the path does not allow.
+async fn not_served(State(app): AppState, method: Method, uri: Uri) -> Response {
+    app.stats.record_unrouted();
+    wire::typed_error(
+        StatusCode::NOT_FOUND,
+        "UnknownOperationException",
+        &format!(
+            "No operation at {method} {}: this registry serves CreateThing, DeleteThing, \
+             CreateThingGroup, DeleteThingGroup, AddThingToThingGroup, \
+             RemoveThingFromThingGroup, ListThingsInThingGroup and SearchIndex",
+            uri.path()
+        ),
+    )
 }
 
 /// A JSON request body; an empty body is `{}`.
