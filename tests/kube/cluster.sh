@@ -121,9 +121,10 @@ extendedKeyUsage=serverAuth"
   )
 }
 
-# kubeconfig DIR NAME USER-CERT-NAME: a kubeconfig with a client certificate.
-cert_kubeconfig() {
-  local dir="$1" out="$1/$2.kubeconfig" cert="$1/pki/$3"
+# write_kubeconfig DIR OUT USER NAMESPACE CREDENTIALS: a kubeconfig for the apiserver of
+# DIR; CREDENTIALS are the `user:` lines (client certificate or token).
+write_kubeconfig() {
+  local dir="$1" out="$2" user="$3" namespace="$4" credentials="$5"
   cat >"$out" <<EOF
 apiVersion: v1
 kind: Config
@@ -133,15 +134,22 @@ clusters:
     server: https://127.0.0.1:$(cat "$dir/apiserver.port")
     certificate-authority: $dir/pki/ca.crt
 users:
-- name: $2
+- name: $user
   user:
-    client-certificate: $cert.crt
-    client-key: $cert.key
+$credentials
 contexts:
-- name: $2
-  context: {cluster: shadowsync-test, user: $2}
-current-context: $2
+- name: $user
+  context: {cluster: shadowsync-test, user: $user, namespace: $namespace}
+current-context: $user
 EOF
+}
+
+# cert_kubeconfig DIR NAME CERT-NAME: DIR/NAME.kubeconfig with a client certificate.
+cert_kubeconfig() {
+  local cert="$1/pki/$3"
+  write_kubeconfig "$1" "$1/$2.kubeconfig" "$2" default \
+    "    client-certificate: $cert.crt
+    client-key: $cert.key"
 }
 
 write_audit_policy() {
@@ -295,23 +303,7 @@ token_kubeconfig() {
   local dir="$1" namespace="$2" sa="$3" out="$4" token
   token="$(KUBECONFIG="$dir/admin.kubeconfig" "$(cat "$dir/bin")/kubectl" create token "$sa" -n "$namespace" --duration 24h)"
   umask 077
-  cat >"$out" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: shadowsync-test
-  cluster:
-    server: https://127.0.0.1:$(cat "$dir/apiserver.port")
-    certificate-authority: $dir/pki/ca.crt
-users:
-- name: $namespace-$sa
-  user:
-    token: $token
-contexts:
-- name: $namespace-$sa
-  context: {cluster: shadowsync-test, user: $namespace-$sa, namespace: $namespace}
-current-context: $namespace-$sa
-EOF
+  write_kubeconfig "$dir" "$out" "$namespace-$sa" "$namespace" "    token: $token"
 }
 
 command="${1:-}"
