@@ -64,12 +64,10 @@ fn install_crds(cluster: &ControlPlane) {
         "the apiserver warned about the CRDs: {err}"
     );
     assert!(out.contains("serverside-applied"), "{out}");
-    kubectl_ok(
-        cluster,
+    wait_established(
+        &cluster.kubeconfig,
+        &cluster.dir,
         &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
             "crd/thingshadows.iot.shadowsync.dev",
             "crd/retainedmessages.iot.shadowsync.dev",
         ],

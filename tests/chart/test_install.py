@@ -28,6 +28,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -569,8 +570,19 @@ def test_install_yaml_applies_server_side_and_reapplies_idempotently(releases, c
         return out
 
     # The CRDs must be established before the second apply counts as a no-op.
+    # Polled: right after the create a CRD has no status yet, and `kubectl wait` fails on
+    # it instead of waiting.
+    deadline = time.monotonic() + 60
     for crd in CRD_NAMES:
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+        while True:
+            got = cluster.kubectl(
+                "get", "crd", crd, "-o",
+                'jsonpath={.status.conditions[?(@.type=="Established")].status}', check=False,
+            )
+            if got.returncode == 0 and got.stdout.strip() == "True":
+                break
+            assert time.monotonic() < deadline, f"CRD {crd} not Established: {got.stdout}{got.stderr}"
+            time.sleep(0.2)
     before = versions()
     second = cluster.kubectl("apply", "--server-side", "-f", path)
     assert second.stdout.count("serverside-applied") == len(objects), second.stdout

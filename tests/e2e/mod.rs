@@ -928,10 +928,36 @@ pub fn kubectl_apply(kubeconfig: &Path, path: &Path, dir: &Path) {
         .filter_map(|l| l.split_whitespace().next())
         .filter(|n| n.starts_with("customresourcedefinition"))
         .collect();
-    if !crds.is_empty() {
-        let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
-        args.extend(crds);
-        run(&args);
+    wait_established(kubeconfig, dir, &crds);
+}
+
+/// Polls until every CustomResourceDefinition in `crds` (`customresourcedefinition.../NAME`
+/// or `crd/NAME`) is Established. `kubectl wait` cannot do it alone: right after the
+/// create, a CRD has no status yet and kubectl wait fails on it instead of waiting.
+pub fn wait_established(kubeconfig: &Path, dir: &Path, crds: &[&str]) {
+    let kubectl = find_kubectl().expect("kubectl is needed to set up the cluster");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for crd in crds {
+        let name = crd.rsplit('/').next().unwrap_or(crd);
+        loop {
+            let out = Command::new(&kubectl)
+                .args(["get", "crd", name, "-o"])
+                .arg(r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#)
+                .env("KUBECONFIG", kubeconfig)
+                .env("KUBECACHEDIR", dir.join("kubectl-cache"))
+                .output()
+                .unwrap_or_else(|e| panic!("kubectl: {e}"));
+            let status = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && status == "True" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "CRD {name} not Established within 60 s: {status:?} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(POLL);
+        }
     }
 }
 
