@@ -1108,7 +1108,9 @@ fn shadowsync_bin() -> Result<(PathBuf, bool)> {
         Some(path) => {
             let path = PathBuf::from(path);
             if !path.is_file() {
-                return Err(format!("SHADOWSYNC_BENCH_BIN={} is not a file", path.display()).into());
+                return Err(
+                    format!("SHADOWSYNC_BENCH_BIN={} is not a file", path.display()).into(),
+                );
             }
             Ok((path, true))
         }
@@ -1138,10 +1140,7 @@ fn warn_if_stale(bin: &Path, sources: &[PathBuf]) {
         return;
     };
     if sources.iter().filter_map(|s| newest(s)).any(|t| t > built) {
-        eprintln!(
-            "warning: {} is older than its sources",
-            bin.display()
-        );
+        eprintln!("warning: {} is older than its sources", bin.display());
     }
 }
 
