@@ -341,7 +341,7 @@ case "$command" in
     token_kubeconfig "$@"
     ;;
   *)
-    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
     [ -z "$command" ] || exit 2
     ;;
 esac
