@@ -25,6 +25,7 @@ use tracing::{info, warn};
 use super::cache::{Cached, TargetIndex, Triggers};
 use super::events::Record;
 use super::kinds::Managed;
+use super::refresh::Refreshes;
 use super::{Context, OperatorError};
 use crate::api::{ManagementPolicy, FINALIZER, PAUSED_ANNOTATION, RECONCILE_REQUESTED_ANNOTATION};
 use crate::dataplane::availability::is_outage_reason;
@@ -51,12 +52,14 @@ pub async fn run<K: Managed>(
     let (reader, writer) = reflector::store::<Cached<K>>();
     let index = Arc::new(TargetIndex::default());
     let triggers = Arc::new(Triggers::default());
+    let refreshes = Arc::new(Refreshes::default());
     let stream = triggered(
         decoded::<K>(
             api,
             ctx.clone(),
             index.clone(),
             triggers.clone(),
+            refreshes.clone(),
             reader.clone(),
         )
         .reflect(writer),
@@ -86,6 +89,7 @@ pub async fn run<K: Managed>(
     let owners = Owners {
         store: reader.clone(),
         index,
+        refreshes: refreshes.clone(),
     };
     let shutdown = shutdown.shared();
     // kube-runtime holds its reconcile runner until the cache is ready and waits for the
@@ -107,6 +111,7 @@ pub async fn run<K: Managed>(
         .with_config(config)
         .reconcile_on(ctx.tenancy.requeues(owners.store.clone()))
         .reconcile_on(after_outages(ctx.clone(), owners.store.clone()))
+        .reconcile_on(refreshes.fired())
         .graceful_shutdown_on(shutdown)
         .run(
             move |obj, ctx| {
@@ -136,6 +141,7 @@ fn decoded<K: Managed>(
     ctx: Arc<Context>,
     index: Arc<TargetIndex>,
     triggers: Arc<Triggers>,
+    refreshes: Arc<Refreshes>,
     store: Store<Cached<K>>,
 ) -> impl Stream<Item = Result<watcher::Event<Cached<K>>, watcher::Error>> + Send {
     // Pages of 100 bound the memory of a relist to about one page of decoded objects
@@ -147,9 +153,16 @@ fn decoded<K: Managed>(
     watcher(api, config)
         .default_backoff()
         .filter_map(move |event| {
+            // managedFields are most of a watched object's metadata and nothing here
+            // reads them (the cache drops them): drop them before the object is copied
+            // and decoded.
+            let event = event.map(|event| {
+                event.modify(|obj: &mut DynamicObject| obj.metadata.managed_fields = None)
+            });
             let ctx = ctx.clone();
             let index = index.clone();
             let triggers = triggers.clone();
+            let refreshes = refreshes.clone();
             let store = store.clone();
             async move {
                 // An object that does not match: tell its owner on the object itself (not
@@ -183,6 +196,7 @@ fn decoded<K: Managed>(
                             store.get(&stale).map(|old| {
                                 index.deleted(&old);
                                 triggers.forget(old.as_ref());
+                                refreshes.cancel(old.as_ref());
                                 Ok(watcher::Event::Delete(old.as_ref().clone()))
                             })
                         }
@@ -191,6 +205,7 @@ fn decoded<K: Managed>(
                         Ok(o) => {
                             index.deleted(&o);
                             triggers.forget(&o);
+                            refreshes.cancel(&o);
                             Some(Ok(watcher::Event::Delete(o)))
                         }
                         // Gone: nothing to tell, and its cached version left with its
@@ -416,10 +431,12 @@ fn after_outages<K: Managed>(
     })
 }
 
-/// The cache and target index of one kind, for the duplicate-target check.
+/// The cache and target index of one kind, for the duplicate-target check, and its
+/// refresh timers.
 struct Owners<K: Managed> {
     store: Store<Cached<K>>,
     index: Arc<TargetIndex>,
+    refreshes: Arc<Refreshes>,
 }
 
 impl<K: Managed> Clone for Owners<K> {
@@ -427,6 +444,7 @@ impl<K: Managed> Clone for Owners<K> {
         Owners {
             store: self.store.clone(),
             index: self.index.clone(),
+            refreshes: self.refreshes.clone(),
         }
     }
 }
@@ -452,6 +470,8 @@ async fn reconcile<K: Managed>(
     owners: Owners<K>,
 ) -> Result<Action, OperatorError> {
     let started = Instant::now();
+    // This pass replaces the pending refresh, as a requeue would be replaced.
+    owners.refreshes.cancel(cached.as_ref());
     let result = match cached.decode() {
         Ok(obj) => reconcile_inner(&Arc::new(obj), &cached, &ctx, &owners).await,
         Err(err) => Err(OperatorError::Internal(format!(
@@ -600,10 +620,7 @@ async fn reconcile_inner<K: Managed>(
         let delay = obj
             .refresh()
             .map(|period| until_refresh_slot(ctx.resources.refresh_phase(&uid), period, false));
-        return Ok((
-            delay.map_or_else(Action::await_change, Action::requeue),
-            true,
-        ));
+        return Ok((refresh_later(owners, cached, delay), true));
     }
     ctx.resources.first_sight(&uid);
 
@@ -634,23 +651,17 @@ async fn reconcile_inner<K: Managed>(
         .any(|c| c.type_ == "Stalled" && c.status == "True");
     let action = if synced.ready {
         ctx.resources.reset_backoff(&uid);
-        obj.refresh().map_or_else(Action::await_change, |period| {
-            Action::requeue(until_refresh_slot(
-                ctx.resources.refresh_phase(&uid),
-                period,
-                synced.wrote,
-            ))
-        })
+        let delay = obj.refresh().map(|period| {
+            until_refresh_slot(ctx.resources.refresh_phase(&uid), period, synced.wrote)
+        });
+        refresh_later(owners, cached, delay)
     } else if stalled {
         // Needs a human (invalid spec, Preserve conflict, access denied): look again at
         // the refresh period, or on the next change.
-        obj.refresh().map_or_else(Action::await_change, |period| {
-            Action::requeue(until_refresh_slot(
-                ctx.resources.refresh_phase(&uid),
-                period,
-                synced.wrote,
-            ))
-        })
+        let delay = obj.refresh().map(|period| {
+            until_refresh_slot(ctx.resources.refresh_phase(&uid), period, synced.wrote)
+        });
+        refresh_later(owners, cached, delay)
     } else {
         let unanswered = K::conditions(&synced.status)
             .iter()
@@ -661,6 +672,19 @@ async fn reconcile_inner<K: Managed>(
         Action::requeue(ctx.resources.next_backoff(&uid))
     };
     Ok((action, synced.ready))
+}
+
+/// The pass is done: the next one comes at the refresh slot `delay` away (a refresh
+/// timer, see [`super::refresh`]), else on the next change.
+fn refresh_later<K: Managed>(
+    owners: &Owners<K>,
+    cached: &Cached<K>,
+    delay: Option<Duration>,
+) -> Action {
+    if let Some(delay) = delay {
+        owners.refreshes.schedule(cached, delay);
+    }
+    Action::await_change()
 }
 
 fn prior_is_current<K: Managed>(prior: &K::Status, generation: Option<i64>) -> bool {
@@ -759,7 +783,7 @@ pub(super) async fn write_status<K: Managed>(
         "kind": K::KIND,
         "status": status,
     });
-    let written = api
+    let written = written_api::<K>(ctx, api)
         .patch_status(
             name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -769,6 +793,69 @@ pub(super) async fn write_status<K: Managed>(
         .map_err(OperatorError::Kube)?;
     ctx.wrote(&written);
     Ok(())
+}
+
+/// What the answer to a write is read for: the object's uid and resourceVersion (see
+/// `Context::wrote`). The answer is the whole object, managedFields included; read into
+/// this type, the rest is skipped as it is parsed instead of built as a typed object
+/// (a few hundred small allocations per write, which at fleet scale fragmented the heap).
+#[derive(Clone, Debug, serde::Deserialize)]
+struct Written {
+    #[serde(deserialize_with = "written_meta")]
+    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+}
+
+fn written_meta<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Ids {
+        uid: Option<String>,
+        resource_version: Option<String>,
+    }
+    let ids = <Ids as serde::Deserialize>::deserialize(deserializer)?;
+    Ok(k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        uid: ids.uid,
+        resource_version: ids.resource_version,
+        ..Default::default()
+    })
+}
+
+impl Resource for Written {
+    type DynamicType = ApiResource;
+    type Scope = kube::core::DynamicResourceScope;
+
+    fn group(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.group.as_str().into()
+    }
+    fn version(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.version.as_str().into()
+    }
+    fn kind(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.kind.as_str().into()
+    }
+    fn api_version(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.api_version.as_str().into()
+    }
+    fn plural(dt: &ApiResource) -> std::borrow::Cow<'_, str> {
+        dt.plural.as_str().into()
+    }
+    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// `api` (the kind, in its namespace), answering writes as [`Written`].
+fn written_api<K: Managed>(ctx: &Context, api: &Api<K>) -> Api<Written> {
+    let resource = api_resource::<K>();
+    match api.namespace() {
+        Some(namespace) => Api::namespaced_with(ctx.client.clone(), namespace, &resource),
+        None => Api::all_with(ctx.client.clone(), &resource),
+    }
 }
 
 async fn add_finalizer<K: Managed>(
@@ -820,7 +907,7 @@ async fn json_patch<K: Managed>(
 ) -> Result<(), OperatorError> {
     let patch: json_patch::Patch =
         serde_json::from_value(patch).map_err(|err| OperatorError::Internal(err.to_string()))?;
-    let written = api
+    let written = written_api::<K>(ctx, api)
         .patch(
             &obj.name_any(),
             &PatchParams::default(),

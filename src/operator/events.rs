@@ -75,10 +75,10 @@ impl EventSink {
             let patch = json!({
                 "series": EventSeries { count: count as i32, last_observed_time: stamp.clone() },
             });
-            match api
+            let request = kube::core::Request::new(api.resource_url())
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
+                .map_err(kube::Error::BuildRequest)?;
+            match self.client.request::<Skipped>(request).await {
                 Ok(_) => return Ok(()),
                 // The first event is gone (expired or deleted): start anew below.
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
@@ -103,13 +103,21 @@ impl EventSink {
             reporting_instance: Some(self.instance.clone()),
             ..Event::default()
         };
-        api.create(&PostParams::default(), &event).await?;
+        let body = serde_json::to_vec(&event).map_err(kube::Error::SerdeError)?;
+        let request = kube::core::Request::new(api.resource_url())
+            .create(&PostParams::default(), body)
+            .map_err(kube::Error::BuildRequest)?;
+        self.client.request::<Skipped>(request).await?;
         if let Ok(mut recent) = self.recent.lock() {
             recent.created(key, name, now);
         }
         Ok(())
     }
 }
+
+/// The answer to an Event write is the Event; nothing in it is needed, so it is skipped
+/// as it is parsed rather than built.
+type Skipped = serde::de::IgnoredAny;
 
 /// Identity of an event for series: the object (by uid), type, reason and note.
 fn series_key(record: &Record<'_>, regarding: &ObjectReference) -> u64 {

@@ -12,6 +12,7 @@ mod events;
 mod http;
 mod kinds;
 mod metrics;
+mod refresh;
 mod resources;
 mod tenancy;
 
