@@ -488,6 +488,26 @@ struct ApiCounts {
     /// The operator's watches of the two kinds that asked for the initial events
     /// (`sendInitialEvents=true`: streaming lists).
     operator_streaming_lists: u64,
+    /// How long the apiserver took to answer each of the operator's writes, in
+    /// microseconds (request received to response complete, from the audit log).
+    operator_write_micros: Vec<u32>,
+}
+
+/// The timestamps of an audit event (`audit.k8s.io/v1`).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuditTimes {
+    request_received_timestamp: Option<String>,
+    stage_timestamp: Option<String>,
+}
+
+impl AuditTimes {
+    /// Request received to this stage, in microseconds.
+    fn micros(&self) -> Option<u32> {
+        let parse = |t: &Option<String>| chrono::DateTime::parse_from_rfc3339(t.as_deref()?).ok();
+        let took = parse(&self.stage_timestamp)? - parse(&self.request_received_timestamp)?;
+        u32::try_from(took.num_microseconds()?).ok()
+    }
 }
 
 fn is_write(verb: &str) -> bool {
@@ -502,7 +522,7 @@ fn is_managed(resource: &str) -> bool {
 }
 
 impl ApiCounts {
-    fn add(&mut self, event: &AuditEvent) {
+    fn add(&mut self, event: &AuditEvent, times: Option<AuditTimes>) {
         let who = match event.user.username.as_str() {
             OPERATOR_USER => Who::Operator,
             ADMIN_USER => Who::Bench,
@@ -510,6 +530,11 @@ impl ApiCounts {
         };
         let object = event.object_ref.clone().unwrap_or_default();
         if who == Who::Operator {
+            if is_write(&event.verb) {
+                if let Some(micros) = times.and_then(|t| t.micros()) {
+                    self.operator_write_micros.push(micros);
+                }
+            }
             if let Some(code) = event.response_status.as_ref().map(|s| s.code) {
                 if code >= 400 {
                     *self.operator_errors.entry(code).or_default() += 1;
@@ -617,6 +642,15 @@ impl ApiCounts {
         }
     }
 
+    /// Median and 90th percentile of the apiserver's answer time to the operator's
+    /// writes, in milliseconds.
+    fn write_latency_ms(&self) -> Option<(f64, f64)> {
+        let mut sorted = self.operator_write_micros.clone();
+        sorted.sort_unstable();
+        let at = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
+        (!sorted.is_empty()).then(|| (at(0.5), at(0.9)))
+    }
+
     fn describe_errors(&self) -> String {
         if self.operator_errors.is_empty() {
             return "none".into();
@@ -707,7 +741,8 @@ impl Audit {
                 }
                 continue;
             }
-            self.current.add(&event);
+            let times = serde_json::from_slice::<AuditTimes>(line).ok();
+            self.current.add(&event, times);
         }
         Ok(())
     }
@@ -1419,6 +1454,13 @@ async fn run(args: Args) -> Result<()> {
         converge_api.by_verb(None),
         converge_api.by_verb(Some(Who::Bench))
     );
+    let write_latency = converge_api.write_latency_ms();
+    if let Some((median, p90)) = write_latency {
+        println!(
+            "  the apiserver answered the operator's writes in {median:.1} ms (median), \
+             {p90:.1} ms (90th percentile)"
+        );
+    }
 
     // --- 4. One spec change on every ThingShadow ---------------------------------------
     Calls::reset(&dp_addr)?;
@@ -1714,6 +1756,8 @@ async fn run(args: Args) -> Result<()> {
             .map(|(code, n)| (code.to_string(), *n))
             .collect::<BTreeMap<_, _>>(),
         "apiserver_requests_converge": converge_api.by_verb(None),
+        "operator_write_ms_median_converge": write_latency.map(|(m, _)| round(m, 2)),
+        "operator_write_ms_p90_converge": write_latency.map(|(_, p)| round(p, 2)),
         "api_writes_per_spec_change": round(change_api.writes_but_events() as f64 / n as f64, 4),
         "events_per_spec_change": round(change_api.event_writes() as f64 / n as f64, 4),
         "spec_change_seconds": round(spec_change_seconds.as_secs_f64(), 3),
