@@ -9,12 +9,15 @@
 //!   (AWS SDK adapter, embedded store, local REST server);
 //! - [`sync`]: one reconcile pass against a data plane (read, plan, write, classify conflicts),
 //!   shared by the offline CLI and the operator;
+//! - [`kinds`]: each kind described once (target key, status accessors, sync, cleanup)
+//!   for the CLI and the operator;
 //! - [`operator`]: `shadowsync run`, the Kubernetes controllers around the same sync pass;
 //! - [`cli`]: the `shadowsync` command line.
 
 pub mod api;
 pub mod cli;
 pub mod dataplane;
+pub mod kinds;
 pub mod operator;
 pub mod planner;
 pub mod shadow;

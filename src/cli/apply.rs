@@ -11,11 +11,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
 use super::manifest::{self, Manifest, Resource};
-use super::state::{RetainedEntry, ShadowEntry, StateFile};
+use super::state::{State, StateFile, Stored};
 use super::target::DataPlaneArgs;
-use crate::api::validate::{duplicate_shadow, duplicate_topic};
-use crate::api::{RetainedMessageStatus, ThingShadowStatus, API_VERSION};
-use crate::planner::conditions::{set_conditions, Health};
+use crate::api::{RetainedMessage, ThingShadow, API_VERSION};
+use crate::kinds::Kind;
+use crate::planner::conditions::{reason, Refusal};
 use crate::sync::{PayloadInput, SyncOptions, Syncer};
 
 /// Where `apply` and `diff` keep their files by default.
@@ -176,141 +176,106 @@ async fn reconcile(
     syncer: &Syncer,
     manifest: &Manifest,
     owner: Option<String>,
-    state: &super::state::State,
+    state: &State,
     dry_run: bool,
 ) -> Outcome {
     let key = manifest.resource.key();
+    match &manifest.resource {
+        Resource::ThingShadow(r) => {
+            reconcile_kind(syncer, r.as_ref(), key, owner, state, dry_run).await
+        }
+        Resource::RetainedMessage(r) => {
+            reconcile_kind(syncer, r.as_ref(), key, owner, state, dry_run).await
+        }
+    }
+}
+
+/// One resource of kind `K`: refused before any call when an earlier manifest owns its
+/// target or its target differs from the one the state file remembers for it, else one
+/// sync pass from the remembered status.
+async fn reconcile_kind<K: Stored>(
+    syncer: &Syncer,
+    resource: &K,
+    key: String,
+    owner: Option<String>,
+    state: &State,
+    dry_run: bool,
+) -> Outcome {
+    let target = resource.target_column();
+    let entry = K::entries(state).get(&key);
+    let prior = entry
+        .map(|e| K::entry_status(e).clone())
+        .unwrap_or_default();
+    let refusal = owner
+        .map(|owner| {
+            (
+                reason::DUPLICATE_TARGET,
+                resource.duplicate_of(&owner).to_string(),
+            )
+        })
+        .or_else(|| {
+            entry.and_then(|e| moved(&K::entry_target(e), &resource.target_fields(), &key))
+        });
+    if let Some((reason, message)) = refusal {
+        let mut status = prior;
+        let refusal = Refusal {
+            reason,
+            message,
+            stalled: true,
+            not_synced: false,
+            event: false,
+        };
+        refusal.set_conditions(K::conditions_mut(&mut status), None, &crate::sync::now());
+        return refused(
+            K::KIND,
+            key,
+            target,
+            refusal.reason,
+            refusal.message,
+            &status,
+        );
+    }
+    // Without a cluster, a Secret or ConfigMap payload cannot be read.
+    let payload = if resource.references_payload() {
+        PayloadInput::Unavailable
+    } else {
+        PayloadInput::Inline
+    };
     let opts = SyncOptions {
         generation: None,
         force: false,
         dry_run,
         reconcile_requested_at: None,
     };
-    match &manifest.resource {
-        Resource::ThingShadow(resource) => {
-            let spec = &resource.spec;
-            let target = match &spec.shadow_name {
-                Some(name) => format!("{}/{}", spec.thing_name, name),
-                None => format!("{} (classic)", spec.thing_name),
-            };
-            let entry = state.thing_shadows.get(&key);
-            let prior = entry.map(|e| e.status.clone()).unwrap_or_default();
-            let refusal = owner
-                .map(|owner| {
-                    (
-                        "DuplicateTarget",
-                        duplicate_shadow(spec, "ThingShadow", &owner).to_string(),
-                    )
-                })
-                .or_else(|| {
-                    entry.and_then(|e| {
-                        if e.thing_name != spec.thing_name {
-                            Some(immutable("spec.thingName", &e.thing_name, &key))
-                        } else if e.shadow_name != spec.shadow_name {
-                            Some(immutable(
-                                "spec.shadowName",
-                                e.shadow_name.as_deref().unwrap_or("(classic)"),
-                                &key,
-                            ))
-                        } else {
-                            None
-                        }
-                    })
-                });
-            if let Some((reason, message)) = refusal {
-                let mut status = prior;
-                stall(&mut status.conditions, reason, &message);
-                return refused("ThingShadow", key, target, reason, message, &status);
-            }
-            let result = syncer.sync_shadow(spec, &prior, &opts).await;
-            let changes = result
-                .planned
-                .iter()
-                .map(|c| {
-                    let old = crate::sync::show(c.old.as_ref());
-                    match &c.new {
-                        None => format!("- {}: {old} -> (removed)", c.path),
-                        Some(new) if c.old.is_none() => format!("+ {}: {}", c.path, new),
-                        Some(new) => format!("~ {}: {old} -> {new}", c.path),
-                    }
-                })
-                .collect();
-            outcome(
-                "ThingShadow",
-                key,
-                target,
-                result.ready,
-                &result.status.conditions,
-                json_status(&result.status),
-                changes,
-            )
-        }
-        Resource::RetainedMessage(resource) => {
-            let spec = &resource.spec;
-            let target = spec.topic.clone();
-            let entry = state.retained_messages.get(&key);
-            let prior = entry.map(|e| e.status.clone()).unwrap_or_default();
-            let refusal = owner
-                .map(|owner| {
-                    (
-                        "DuplicateTarget",
-                        duplicate_topic(spec, "RetainedMessage", &owner).to_string(),
-                    )
-                })
-                .or_else(|| {
-                    entry
-                        .filter(|e| e.topic != spec.topic)
-                        .map(|e| immutable("spec.topic", &e.topic, &key))
-                });
-            if let Some((reason, message)) = refusal {
-                let mut status = prior;
-                stall(&mut status.conditions, reason, &message);
-                return refused("RetainedMessage", key, target, reason, message, &status);
-            }
-            let payload = if spec.payload.secret_key_ref.is_some()
-                || spec.payload.config_map_key_ref.is_some()
-            {
-                PayloadInput::Unavailable
-            } else {
-                PayloadInput::Inline
-            };
-            let result = syncer.sync_retained(spec, &prior, payload, &opts).await;
-            let changes = result
-                .planned
-                .iter()
-                .flat_map(|p| p.changes.iter().map(|c| format!("~ {c}")))
-                .collect();
-            outcome(
-                "RetainedMessage",
-                key,
-                target,
-                result.ready,
-                &result.status.conditions,
-                json_status(&result.status),
-                changes,
-            )
-        }
-    }
+    let synced = resource.sync(syncer, prior, payload, &opts).await;
+    outcome(
+        K::KIND,
+        key,
+        target,
+        synced.ready,
+        K::conditions(&synced.status),
+        json_status(&synced.status),
+        synced.changes,
+    )
 }
 
-/// Conditions of a resource refused before any call.
-fn stall(conditions: &mut Vec<crate::api::Condition>, reason: &'static str, message: &str) {
-    set_conditions(
-        conditions,
-        None,
-        &crate::sync::now(),
-        &Health::Stalled {
-            reason,
-            message: message.to_string(),
-        },
-        None,
-        None,
-    );
+/// The first target field that differs from what the state file remembers: such a
+/// change is refused, as the CRD refuses it in a cluster.
+fn moved(
+    remembered: &[(&'static str, String)],
+    now: &[(&'static str, String)],
+    key: &str,
+) -> Option<(&'static str, String)> {
+    remembered
+        .iter()
+        .zip(now)
+        .find(|(was, is)| was.1 != is.1)
+        .map(|((field, was), _)| immutable(field, was, key))
 }
 
 fn immutable(field: &str, was: &str, key: &str) -> (&'static str, String) {
     (
-        "InvalidSpec",
+        reason::INVALID_SPEC,
         format!(
             "{field}: is immutable (was {was:?}); delete {key} from the state file or use a new name to manage another target"
         ),
@@ -388,32 +353,14 @@ fn remember(state: &mut StateFile, manifests: &[Manifest], outcome: &Outcome) {
         return;
     };
     match &manifest.resource {
-        Resource::ThingShadow(r) => {
-            if let Ok(status) = serde_json::from_value::<ThingShadowStatus>(outcome.status.clone())
-            {
-                state.state.thing_shadows.insert(
-                    outcome.key.clone(),
-                    ShadowEntry {
-                        thing_name: r.spec.thing_name.clone(),
-                        shadow_name: r.spec.shadow_name.clone(),
-                        status,
-                    },
-                );
-            }
-        }
-        Resource::RetainedMessage(r) => {
-            if let Ok(status) =
-                serde_json::from_value::<RetainedMessageStatus>(outcome.status.clone())
-            {
-                state.state.retained_messages.insert(
-                    outcome.key.clone(),
-                    RetainedEntry {
-                        topic: r.spec.topic.clone(),
-                        status,
-                    },
-                );
-            }
-        }
+        Resource::ThingShadow(r) => keep(state, r.as_ref(), outcome),
+        Resource::RetainedMessage(r) => keep(state, r.as_ref(), outcome),
+    }
+}
+
+fn keep<K: Stored>(state: &mut StateFile, resource: &K, outcome: &Outcome) {
+    if let Ok(status) = serde_json::from_value::<K::Status>(outcome.status.clone()) {
+        K::entries_mut(&mut state.state).insert(outcome.key.clone(), resource.entry(status));
     }
 }
 
@@ -436,16 +383,13 @@ fn duplicate_names(manifests: &[Manifest]) -> Option<String> {
 /// One owner per target: the first manifest naming a thing's shadow (or a topic) owns
 /// it; each later one maps to the owner's `namespace/name`.
 fn owners(manifests: &[Manifest]) -> HashMap<usize, String> {
-    let mut first: HashMap<String, String> = HashMap::new();
+    let mut first: HashMap<(&str, String), String> = HashMap::new();
     let mut later = HashMap::new();
     for (index, m) in manifests.iter().enumerate() {
+        // The operator's target keys, one space per kind.
         let target = match &m.resource {
-            Resource::ThingShadow(r) => format!(
-                "shadow\0{}\0{}",
-                r.spec.thing_name,
-                r.spec.shadow_name.as_deref().unwrap_or("")
-            ),
-            Resource::RetainedMessage(r) => format!("topic\0{}", r.spec.topic),
+            Resource::ThingShadow(r) => (ThingShadow::KIND, r.target_key()),
+            Resource::RetainedMessage(r) => (RetainedMessage::KIND, r.target_key()),
         };
         match first.get(&target) {
             Some(owner) => {

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{RetainedMessageStatus, ThingShadowStatus};
+use crate::api::{RetainedMessage, RetainedMessageStatus, ThingShadow, ThingShadowStatus};
+use crate::kinds::Kind;
 
 /// The current layout version of the state file.
 const FORMAT: u32 = 1;
@@ -46,6 +47,65 @@ pub struct ShadowEntry {
 pub struct RetainedEntry {
     pub topic: String,
     pub status: RetainedMessageStatus,
+}
+
+/// What the CLI adds to a [`Kind`]: where its entries live in the state file. The
+/// operator keeps the same status in the resource itself.
+pub trait Stored: Kind {
+    type Entry;
+    fn entries(state: &State) -> &BTreeMap<String, Self::Entry>;
+    fn entries_mut(state: &mut State) -> &mut BTreeMap<String, Self::Entry>;
+    /// The entry remembering `status` for this resource.
+    fn entry(&self, status: Self::Status) -> Self::Entry;
+    fn entry_status(entry: &Self::Entry) -> &Self::Status;
+    /// The target fields as the entry remembers them, in the order of
+    /// [`Kind::target_fields`].
+    fn entry_target(entry: &Self::Entry) -> Vec<(&'static str, String)>;
+}
+
+impl Stored for ThingShadow {
+    type Entry = ShadowEntry;
+    fn entries(state: &State) -> &BTreeMap<String, ShadowEntry> {
+        &state.thing_shadows
+    }
+    fn entries_mut(state: &mut State) -> &mut BTreeMap<String, ShadowEntry> {
+        &mut state.thing_shadows
+    }
+    fn entry(&self, status: ThingShadowStatus) -> ShadowEntry {
+        ShadowEntry {
+            thing_name: self.spec.thing_name.clone(),
+            shadow_name: self.spec.shadow_name.clone(),
+            status,
+        }
+    }
+    fn entry_status(entry: &ShadowEntry) -> &ThingShadowStatus {
+        &entry.status
+    }
+    fn entry_target(entry: &ShadowEntry) -> Vec<(&'static str, String)> {
+        crate::kinds::shadow_target_fields(&entry.thing_name, entry.shadow_name.as_deref())
+    }
+}
+
+impl Stored for RetainedMessage {
+    type Entry = RetainedEntry;
+    fn entries(state: &State) -> &BTreeMap<String, RetainedEntry> {
+        &state.retained_messages
+    }
+    fn entries_mut(state: &mut State) -> &mut BTreeMap<String, RetainedEntry> {
+        &mut state.retained_messages
+    }
+    fn entry(&self, status: RetainedMessageStatus) -> RetainedEntry {
+        RetainedEntry {
+            topic: self.spec.topic.clone(),
+            status,
+        }
+    }
+    fn entry_status(entry: &RetainedEntry) -> &RetainedMessageStatus {
+        &entry.status
+    }
+    fn entry_target(entry: &RetainedEntry) -> Vec<(&'static str, String)> {
+        vec![("spec.topic", entry.topic.clone())]
+    }
 }
 
 /// A state file held under an exclusive lock for the life of this value.

@@ -402,6 +402,7 @@ impl Triggers {
 mod tests {
     use super::*;
     use crate::api::{ThingShadow, ThingShadowSpec};
+    use crate::kinds::Kind;
     use kube::runtime::reflector::store::Writer;
     use kube::runtime::watcher;
     use serde_json::json;

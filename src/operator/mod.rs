@@ -8,6 +8,7 @@
 
 mod cache;
 mod controller;
+mod decide;
 mod events;
 mod http;
 mod kinds;

@@ -1,5 +1,5 @@
 //! The refresh timers of one kind: when each resource is read again
-//! (`spec.refreshInterval`, see `controller::until_refresh_slot`).
+//! (`spec.refreshInterval`, see [`until_refresh_slot`]).
 //!
 //! kube-runtime's scheduler would keep them as requeues (`Action::requeue`): every
 //! resource, all the time, holds a scheduled request there, and each one keeps its
@@ -134,6 +134,27 @@ impl Refreshes {
     }
 }
 
+/// Time until this resource's next refresh slot. Each resource refreshes at a fixed
+/// phase of its interval (a fraction in [0, 1), see `Resources::refresh_phase`), so reads
+/// spread evenly over the interval even when thousands of resources were created (or
+/// changed) in the same second. After a pass that wrote, the write's answer is fresh
+/// state: the next read waits for the slot at least 0.9 interval away instead of
+/// following moments later.
+pub fn until_refresh_slot(phase: f64, period: Duration, wrote: bool) -> Duration {
+    let period_ms = period.as_millis().max(1) as u64;
+    let phase_ms = ((phase.clamp(0.0, 1.0) * period_ms as f64) as u64).min(period_ms - 1);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    let into_slot = (now_ms + period_ms - phase_ms) % period_ms;
+    let mut delay = period_ms - into_slot;
+    if wrote && delay < period_ms / 10 * 9 {
+        delay += period_ms;
+    }
+    Duration::from_millis(delay)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +232,28 @@ mod tests {
         refreshes.schedule(&object("ns", "fast"), Duration::from_secs(2));
         assert_eq!(waiting.await.unwrap().as_deref(), Some("fast"));
         assert_eq!(started.elapsed(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn refresh_slots_fall_within_one_interval_and_spread_evenly() {
+        const GOLDEN_FRACTION: f64 = 0.618_033_988_749_894_9;
+        let period = Duration::from_secs(60);
+        // 600 resources over 60 one-second buckets: 10 per second on average.
+        let mut buckets = [0u32; 61];
+        for n in 0..600u32 {
+            let phase = (f64::from(n) * GOLDEN_FRACTION).fract();
+            let delay = until_refresh_slot(phase, period, false);
+            assert!(delay > Duration::ZERO && delay <= period, "{delay:?}");
+            buckets[delay.as_secs() as usize] += 1;
+            let after_write = until_refresh_slot(phase, period, true);
+            assert!(
+                after_write >= period.mul_f64(0.9) && after_write <= period.mul_f64(1.9),
+                "{after_write:?}"
+            );
+        }
+        // Slots are absolute (phase of the wall clock), so the buckets here are shifted
+        // by the current millisecond; evenly spread, no second sees more than 12.
+        let busiest = buckets.iter().max().copied().unwrap_or_default();
+        assert!(busiest <= 12, "busiest second {busiest}: {buckets:?}");
     }
 }

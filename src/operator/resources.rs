@@ -67,6 +67,15 @@ impl Resources {
         out
     }
 
+    /// Whether a pass has marked this resource since the operator started (see
+    /// [`Resources::first_sight`]); marks nothing.
+    pub fn seen(&self, uid: &str) -> bool {
+        self.state()
+            .by_uid
+            .get(uid)
+            .is_some_and(|r| r.number.is_some())
+    }
+
     /// True the first time a resource is seen since the operator started.
     pub fn first_sight(&self, uid: &str) -> bool {
         self.update(uid, |entry, next| {

@@ -6,8 +6,8 @@
 //! - a reflector caches Namespaces (with `--namespace NS`, only that one, through the
 //!   field selector `metadata.name=NS`, which an RBAC rule limited by `resourceNames`
 //!   allows); its sync counts towards `/readyz`, and no resource is checked before it;
-//! - [`enforce`] runs first in every reconcile, before the sync pass and before deletion
-//!   cleanup. A resource outside its namespace's allowance gets `Ready=False`,
+//! - [`Tenancy::check`] is the first fact every reconcile gathers, and it returns the
+//!   refusal instead of acting on it: `operator::decide` turns it into `Ready=False`,
 //!   `Stalled=True` with reason `NotAllowed` and a Warning Event, and no data-plane call.
 //!   Such a resource that is being deleted loses its finalizer without any cleanup (a
 //!   Warning Event `CleanupSkipped` says so): cleanup is a write to a target the
@@ -25,7 +25,6 @@ use std::time::Duration;
 use futures::{stream, Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
@@ -34,22 +33,15 @@ use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 
 use super::cache::Cached;
-use super::controller::{publish, remove_finalizer, write_status};
 use super::kinds::Managed;
-use super::{Context, OperatorError};
-use crate::api::FINALIZER;
-use crate::planner::conditions::{set_conditions, Health};
+use super::OperatorError;
 use crate::planner::tenancy::{
-    self, NotAllowed, ALLOWED_THINGS_ANNOTATION, ALLOWED_TOPICS_ANNOTATION, NOT_ALLOWED,
+    self, NotAllowed, ALLOWED_THINGS_ANNOTATION, ALLOWED_TOPICS_ANNOTATION,
 };
-use crate::sync::SyncEvent;
 
 /// How long a reconcile waits for the first Namespace list before it gives up (and is
 /// retried with backoff). Short, so that shutdown is not held up by waiting reconciles.
 const SYNC_WAIT: Duration = Duration::from_secs(5);
-
-/// The Event reason when a refused resource is deleted without cleanup.
-pub const CLEANUP_SKIPPED: &str = "CleanupSkipped";
 
 /// The Namespace cache and what the operator was told about missing annotations.
 pub struct Tenancy {
@@ -289,69 +281,6 @@ async fn follow(
             Err(err) => warn!(error = %err, "watching namespaces (tenancy allow-lists)"),
         }
     }
-}
-
-/// The tenancy check of one reconcile, before anything else that could reach the data
-/// plane. `Some` is the reconcile's outcome when the resource is not allowed; `None`
-/// lets the reconcile go on.
-pub async fn enforce<K: Managed>(
-    obj: &K,
-    ctx: &Context,
-    api: &Api<K>,
-) -> Result<Option<(Action, bool)>, OperatorError> {
-    let Err(refused) = ctx.tenancy.check(obj).await? else {
-        return Ok(None);
-    };
-    let uid = obj.uid().unwrap_or_default();
-    if obj.meta().deletion_timestamp.is_some() {
-        ctx.metrics.readiness(&uid, K::KIND, None);
-        if obj.finalizers().iter().any(|f| f == FINALIZER) {
-            let event = SyncEvent {
-                warning: true,
-                reason: CLEANUP_SKIPPED,
-                message: format!(
-                    "{}: the deletionPolicy cleanup was skipped and the data plane was not \
-                     touched: {refused}",
-                    obj.target_display()
-                ),
-            };
-            publish(ctx, obj, &[event]).await;
-            remove_finalizer(ctx, api, obj).await?;
-        }
-        ctx.resources.forget(&uid);
-        return Ok(Some((Action::await_change(), false)));
-    }
-
-    let prior = obj.status().cloned().unwrap_or_default();
-    let generation = obj.meta().generation;
-    let mut status = prior.clone();
-    K::set_observed_generation(&mut status, generation);
-    let fresh = !K::conditions(&prior)
-        .iter()
-        .any(|c| c.type_ == "Stalled" && c.reason == NOT_ALLOWED && c.message == refused.message);
-    set_conditions(
-        K::conditions_mut(&mut status),
-        generation,
-        &crate::sync::now(),
-        &Health::Stalled {
-            reason: NOT_ALLOWED,
-            message: refused.message.clone(),
-        },
-        None,
-        None,
-    );
-    if fresh {
-        let event = SyncEvent {
-            warning: true,
-            reason: NOT_ALLOWED,
-            message: refused.message,
-        };
-        publish(ctx, obj, &[event]).await;
-    }
-    write_status(ctx, api, &obj.name_any(), &prior, &status).await?;
-    ctx.metrics.readiness(&uid, K::KIND, Some(false));
-    // A namespace change re-queues it (see `Tenancy::requeues`), as does a spec change.
-    Ok(Some((Action::await_change(), false)))
 }
 
 #[cfg(test)]

@@ -105,6 +105,50 @@ impl Health {
     }
 }
 
+/// A resource refused before any data-plane call (paused, a duplicate target, a
+/// namespace that does not allow it, an object that does not match the schema, a target
+/// changed under `apply`): the one place that says what its status becomes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub message: String,
+    /// Stalled=True (it needs a human); else Ready=False alone (it waits for a change
+    /// that is expected, such as the end of a pause).
+    pub stalled: bool,
+    /// Synced=False with the same reason too: nothing of the spec can be synced.
+    pub not_synced: bool,
+    /// Worth an Event: the prior status does not carry this refusal yet.
+    pub event: bool,
+}
+
+impl Refusal {
+    /// The refusal's conditions, for `generation`. Other conditions (Synced and
+    /// Converged from the last pass) stay as they were, unless `not_synced`.
+    pub fn set_conditions(
+        &self,
+        conditions: &mut Vec<Condition>,
+        generation: Option<i64>,
+        now: &str,
+    ) {
+        let message = self.message.clone();
+        let health = if self.stalled {
+            Health::Stalled {
+                reason: self.reason,
+                message,
+            }
+        } else {
+            Health::Failed {
+                reason: self.reason,
+                message,
+            }
+        };
+        let synced = self
+            .not_synced
+            .then(|| (false, self.reason, self.message.clone()));
+        set_conditions(conditions, generation, now, &health, synced, None);
+    }
+}
+
 /// Sets the conditions for one reconcile outcome. `synced` and `converged` are
 /// `(status, reason, message)`, left as they were when `None` (not evaluated this time).
 pub fn set_conditions(
