@@ -67,10 +67,9 @@ async fn metrics_text(State(shared): State<Shared>) -> impl IntoResponse {
 }
 
 async fn healthz(State(shared): State<Shared>) -> impl IntoResponse {
-    if shared.health.alive() {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not alive")
+    match shared.health.alive() {
+        Ok(()) => (StatusCode::OK, "ok".to_string()),
+        Err(stalled) => (StatusCode::SERVICE_UNAVAILABLE, stalled),
     }
 }
 

@@ -10,6 +10,7 @@ mod cache;
 mod controller;
 mod decide;
 mod events;
+mod health;
 mod http;
 mod kinds;
 mod metrics;
@@ -18,7 +19,7 @@ mod resources;
 mod tenancy;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use kube::api::{Api, DynamicObject};
@@ -32,6 +33,7 @@ use crate::dataplane::availability::Availability;
 use crate::dataplane::resilient::CallObserver;
 use crate::sync::Syncer;
 pub use controller::FIELD_MANAGER;
+pub use health::Health;
 pub use metrics::Metrics;
 
 /// Flags of `shadowsync run` (each also an environment variable).
@@ -117,6 +119,8 @@ pub struct Context {
     /// Changes when the data plane answers again after an outage (see
     /// [`crate::dataplane::availability`]).
     recoveries: watch::Receiver<u64>,
+    /// Readiness and progress, for the probes.
+    health: Arc<Health>,
 }
 
 impl Context {
@@ -140,31 +144,6 @@ impl Context {
         cached
             .and_then(|v| v.parse::<u64>().ok())
             .is_some_and(|cached| self.resources.cache_is_behind(uid, cached))
-    }
-}
-
-/// Health as `/healthz` and `/readyz` report it.
-#[derive(Default)]
-pub struct Health {
-    /// Controllers whose initial list is cached.
-    synced: AtomicUsize,
-    /// Controllers expected to report.
-    expected: AtomicUsize,
-    /// A standby replica is ready without caches (it is waiting for the lease).
-    standby: AtomicBool,
-    shutting_down: AtomicBool,
-}
-
-impl Health {
-    pub fn ready(&self) -> bool {
-        !self.shutting_down.load(Ordering::SeqCst)
-            && (self.standby.load(Ordering::SeqCst)
-                || (self.expected.load(Ordering::SeqCst) > 0
-                    && self.synced.load(Ordering::SeqCst) >= self.expected.load(Ordering::SeqCst)))
-    }
-
-    pub fn alive(&self) -> bool {
-        true
     }
 }
 
@@ -215,6 +194,7 @@ pub async fn run(args: RunArgs) -> u8 {
         tenancy,
         resources: resources::Resources::default(),
         recoveries,
+        health: health.clone(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -107,7 +107,7 @@ pub async fn run<K: Managed>(
         .reconcile_on(ctx.tenancy.requeues(owners.store.clone()))
         .reconcile_on(after_outages(ctx.clone(), owners.store.clone()))
         .reconcile_on(refreshes.fired())
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(
             move |obj, ctx| {
                 let owners = owners.clone();
@@ -124,6 +124,10 @@ pub async fn run<K: Managed>(
     tokio::select! {
         () = controller => {}
         () = unsynced_shutdown => {}
+    }
+    if shutdown.now_or_never().is_none() {
+        warn!(kind = K::KIND, "the controller stopped before shutdown");
+        ctx.health.progress.loop_ended(K::KIND);
     }
 }
 
@@ -151,6 +155,7 @@ async fn reconcile<K: Managed>(
     owners: Owners<K>,
 ) -> Result<Action, OperatorError> {
     let started = Instant::now();
+    let _running = ctx.health.progress.reconcile_started(K::KIND, started);
     // This pass replaces the pending refresh, as a requeue would be replaced.
     owners.refreshes.cancel(cached.as_ref());
     let result = match cached.decode() {

@@ -46,6 +46,15 @@ pub(super) fn decoded<K: Managed>(
     watcher(api, config)
         .default_backoff()
         .filter_map(move |event| {
+            // Liveness: a failing watch is a stall once it has failed for long enough;
+            // any answer ends the spell.
+            match &event {
+                Ok(_) => ctx.health.progress.watch_answered(K::KIND),
+                Err(_) => ctx
+                    .health
+                    .progress
+                    .watch_failed(K::KIND, std::time::Instant::now()),
+            }
             // managedFields are most of a watched object's metadata and nothing here
             // reads them (the cache drops them): drop them before the object is copied
             // and decoded.
