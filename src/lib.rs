@@ -15,6 +15,7 @@
 //! - [`cli`]: the `shadowsync` command line.
 
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod dataplane;
 pub mod kinds;

@@ -35,6 +35,7 @@ use super::{
     DataPlane, DataPlaneError, NamedShadowPage, PublishRequest, RetainedMessageData,
     RetainedMessagePage, ShadowDeleted, ShadowDocument,
 };
+use crate::backoff::{Backoff, Jitter};
 
 /// The operation names passed to [`CallObserver::on_call`] (AWS's names).
 pub const OPERATIONS: [&str; 7] = [
@@ -141,22 +142,22 @@ impl ResiliencePolicy {
         self
     }
 
+    /// The retry schedule: `base_delay` doubling to `max_delay`, full jitter, so that
+    /// retries of many callers spread out.
+    fn retry_backoff(&self) -> Backoff {
+        Backoff::new(self.base_delay, self.max_delay, Jitter::Full)
+    }
+
     /// The largest delay before retry number `retry` (1 = the first retry):
     /// `min(max_delay, base_delay * 2^(retry-1))`. The delay is drawn uniformly from
-    /// `0..=ceiling` (full jitter), so retries of many callers spread out.
+    /// `0..=ceiling` (full jitter).
     pub fn backoff_ceiling(&self, retry: u32) -> Duration {
-        let doublings = retry.saturating_sub(1).min(31);
-        self.base_delay
-            .checked_mul(1u32 << doublings)
-            .unwrap_or(self.max_delay)
-            .min(self.max_delay)
+        self.retry_backoff().ceiling(retry)
     }
 
     /// A delay drawn for retry number `retry`.
     pub fn backoff(&self, retry: u32, rng: &mut impl Rng) -> Duration {
-        let ceiling = self.backoff_ceiling(retry);
-        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(rng.random_range(0..=nanos))
+        self.retry_backoff().delay(retry, rng)
     }
 }
 

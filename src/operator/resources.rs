@@ -8,6 +8,16 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::backoff::{Backoff, Jitter};
+
+/// Between failed passes of one resource: 2 s doubling to 5 minutes, and at least half
+/// of that (equal jitter), so a failing resource really is slowed down.
+const PASS_BACKOFF: Backoff = Backoff::new(
+    Duration::from_secs(2),
+    Duration::from_secs(300),
+    Jitter::Equal,
+);
+
 #[derive(Default)]
 pub struct Resources {
     inner: Mutex<State>,
@@ -143,11 +153,7 @@ impl Resources {
             entry.failures = entry.failures.saturating_add(1);
             entry.failures
         });
-        let ceiling = Duration::from_secs(2)
-            .saturating_mul(1 << count.saturating_sub(1).min(8))
-            .min(Duration::from_secs(300));
-        use rand::Rng;
-        ceiling.mul_f64(rand::rng().random_range(0.5..1.0))
+        PASS_BACKOFF.delay(count, &mut rand::rng())
     }
 
     /// The last pass failed for want of an answer from the data plane.

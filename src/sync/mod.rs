@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rand::Rng;
 
 use crate::api::ConflictStatus;
+use crate::backoff::{Backoff, Jitter};
 use crate::dataplane::{DataPlane, DataPlaneError, ErrorKind, ShadowLimits};
 use crate::planner::conditions::Health;
 
@@ -106,14 +106,17 @@ impl Syncer {
     }
 
     /// Full-jitter exponential backoff before conflict retry `attempt` (1-based), so that
-    /// a burst of device reports cannot make writers retry in lock step.
+    /// a burst of device reports cannot make writers retry in lock step: the ceiling is
+    /// `conflict_backoff × 2^min(attempt, 6)`, at most 2 s.
     async fn conflict_pause(&self, attempt: u32) {
-        let cap = self
-            .conflict_backoff
-            .saturating_mul(1 << attempt.min(6))
-            .min(Duration::from_secs(2));
-        let millis = cap.as_millis().max(1) as u64;
-        let pause = Duration::from_millis(rand::rng().random_range(0..=millis));
+        let backoff = Backoff::new(
+            self.conflict_backoff.saturating_mul(2),
+            self.conflict_backoff
+                .saturating_mul(64)
+                .min(Duration::from_secs(2)),
+            Jitter::Full,
+        );
+        let pause = backoff.delay(attempt, &mut rand::rng());
         tokio::time::sleep(pause).await;
     }
 }
