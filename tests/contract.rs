@@ -1037,7 +1037,9 @@ mod resilience {
     use std::time::Duration;
 
     use serde_json::json;
-    use shadowsync::dataplane::resilient::{CallObserver, ResiliencePolicy, Resilient};
+    use shadowsync::dataplane::resilient::{
+        CallObserver, CallOutcome, ResiliencePolicy, Resilient,
+    };
     use shadowsync::dataplane::DataPlane;
 
     use super::{aws_plane, support};
@@ -1046,12 +1048,12 @@ mod resilience {
     struct Counts(Mutex<HashMap<(&'static str, &'static str), usize>>);
 
     impl CallObserver for Counts {
-        fn on_call(&self, operation: &'static str, outcome: &'static str, _: Duration) {
+        fn on_call(&self, operation: &'static str, outcome: CallOutcome, _: Duration) {
             *self
                 .0
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .entry((operation, outcome))
+                .entry((operation, outcome.label()))
                 .or_default() += 1;
         }
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::resilient::{CallObserver, OUTCOME_OK};
+use super::resilient::{CallObserver, CallOutcome};
 use super::ErrorKind;
 
 /// The shortest spell of failures that counts as an outage.
@@ -32,27 +32,29 @@ enum Signal {
     Neutral,
 }
 
-fn signal(outcome: &str) -> Signal {
-    if outcome == OUTCOME_OK {
-        Signal::Answered
-    } else if is_outage_reason(outcome) {
-        Signal::Failed
-    } else if outcome == ErrorKind::Throttling.reason() {
-        Signal::Neutral
-    } else {
-        Signal::Answered
+fn signal(outcome: CallOutcome) -> Signal {
+    match outcome {
+        CallOutcome::Failed(kind) if is_outage(kind) => Signal::Failed,
+        CallOutcome::Failed(ErrorKind::Throttling) => Signal::Neutral,
+        CallOutcome::Ok | CallOutcome::Failed(_) => Signal::Answered,
     }
 }
 
-/// True for a failure reason ([`ErrorKind::reason`]) that an outage produces.
+/// The failures an outage produces: no answer, 500 and 503.
+const OUTAGE_KINDS: [ErrorKind; 3] = [
+    ErrorKind::Transport,
+    ErrorKind::ServiceUnavailable,
+    ErrorKind::InternalFailure,
+];
+
+fn is_outage(kind: ErrorKind) -> bool {
+    OUTAGE_KINDS.contains(&kind)
+}
+
+/// True for a condition reason ([`ErrorKind::reason`], as a status carries it) that an
+/// outage produces.
 pub fn is_outage_reason(reason: &str) -> bool {
-    [
-        ErrorKind::Transport,
-        ErrorKind::ServiceUnavailable,
-        ErrorKind::InternalFailure,
-    ]
-    .iter()
-    .any(|kind| kind.reason() == reason)
+    OUTAGE_KINDS.iter().any(|kind| kind.reason() == reason)
 }
 
 /// The pure state: when the current spell of failures began, if one is running.
@@ -101,7 +103,7 @@ impl Availability {
 }
 
 impl CallObserver for Availability {
-    fn on_call(&self, operation: &'static str, outcome: &'static str, duration: Duration) {
+    fn on_call(&self, operation: &'static str, outcome: CallOutcome, duration: Duration) {
         if let Some(inner) = &self.inner {
             inner.on_call(operation, outcome, duration);
         }
@@ -166,25 +168,37 @@ mod tests {
 
     #[test]
     fn outcomes_are_classified_by_reason() {
-        assert_eq!(signal(OUTCOME_OK), Signal::Answered);
-        assert_eq!(signal("Unreachable"), Signal::Failed);
-        assert_eq!(signal("ServiceUnavailable"), Signal::Failed);
-        assert_eq!(signal("InternalFailure"), Signal::Failed);
-        assert_eq!(signal("Throttled"), Signal::Neutral);
-        assert_eq!(signal("NotFound"), Signal::Answered);
-        assert_eq!(signal("Conflict"), Signal::Answered);
+        let failed = CallOutcome::Failed;
+        assert_eq!(signal(CallOutcome::Ok), Signal::Answered);
+        assert_eq!(signal(failed(ErrorKind::Transport)), Signal::Failed);
+        assert_eq!(
+            signal(failed(ErrorKind::ServiceUnavailable)),
+            Signal::Failed
+        );
+        assert_eq!(signal(failed(ErrorKind::InternalFailure)), Signal::Failed);
+        assert_eq!(signal(failed(ErrorKind::Throttling)), Signal::Neutral);
+        assert_eq!(
+            signal(failed(ErrorKind::ResourceNotFound)),
+            Signal::Answered
+        );
+        assert_eq!(signal(failed(ErrorKind::Conflict)), Signal::Answered);
         assert!(!is_outage_reason("Throttled"));
+        assert!(is_outage_reason("Unreachable"));
     }
 
     #[test]
     fn subscribers_see_each_recovery() {
         let availability = Availability::new(None);
         let mut recoveries = availability.subscribe();
-        availability.on_call("GetThingShadow", "Unreachable", Duration::ZERO);
+        availability.on_call(
+            "GetThingShadow",
+            CallOutcome::Failed(ErrorKind::Transport),
+            Duration::ZERO,
+        );
         // Backdate the spell rather than wait out OUTAGE_MIN.
         availability.spell.lock().unwrap().failing_since = Instant::now().checked_sub(OUTAGE_MIN);
         assert!(!recoveries.has_changed().unwrap());
-        availability.on_call("GetThingShadow", OUTCOME_OK, Duration::ZERO);
+        availability.on_call("GetThingShadow", CallOutcome::Ok, Duration::ZERO);
         assert!(recoveries.has_changed().unwrap());
         assert_eq!(*recoveries.borrow_and_update(), 1);
     }

@@ -32,7 +32,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::{
-    DataPlane, DataPlaneError, NamedShadowPage, PublishRequest, RetainedMessageData,
+    DataPlane, DataPlaneError, ErrorKind, NamedShadowPage, PublishRequest, RetainedMessageData,
     RetainedMessagePage, ShadowDeleted, ShadowDocument,
 };
 use crate::backoff::{Backoff, Jitter};
@@ -55,17 +55,33 @@ const PUBLISH: &str = "Publish";
 const GET_RETAINED_MESSAGE: &str = "GetRetainedMessage";
 const LIST_RETAINED_MESSAGES: &str = "ListRetainedMessages";
 
-/// The outcome passed to [`CallObserver::on_call`] for a successful call; a failed one
-/// passes [`ErrorKind::reason`](super::ErrorKind::reason).
+/// The label of a successful call ([`CallOutcome::label`]).
 pub const OUTCOME_OK: &str = "ok";
+
+/// How one attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CallOutcome {
+    Ok,
+    Failed(ErrorKind),
+}
+
+impl CallOutcome {
+    /// The metric label: [`OUTCOME_OK`], or the failure's
+    /// [`ErrorKind::reason`](super::ErrorKind::reason).
+    pub fn label(self) -> &'static str {
+        match self {
+            CallOutcome::Ok => OUTCOME_OK,
+            CallOutcome::Failed(kind) => kind.reason(),
+        }
+    }
+}
 
 /// Sees every attempt that reached the wrapped data plane (retries included), e.g. to
 /// count calls by operation and outcome in metrics.
 pub trait CallObserver: Send + Sync {
-    /// `operation` is one of [`OPERATIONS`]; `outcome` is [`OUTCOME_OK`] or an
-    /// [`ErrorKind::reason`](super::ErrorKind::reason); `duration` is the attempt alone,
-    /// without time spent waiting in the limiter or in backoff.
-    fn on_call(&self, operation: &'static str, outcome: &'static str, duration: Duration);
+    /// `operation` is one of [`OPERATIONS`]; `duration` is the attempt alone, without
+    /// time spent waiting in the limiter or in backoff.
+    fn on_call(&self, operation: &'static str, outcome: CallOutcome, duration: Duration);
 }
 
 /// A request rate: `per_second` on average, up to `burst` at once after a quiet spell.
@@ -228,8 +244,8 @@ impl Resilient {
                 let result = call().await;
                 if let Some(observer) = &self.observer {
                     let outcome = match &result {
-                        Ok(_) => OUTCOME_OK,
-                        Err(err) => err.kind.reason(),
+                        Ok(_) => CallOutcome::Ok,
+                        Err(err) => CallOutcome::Failed(err.kind),
                     };
                     observer.on_call(operation, outcome, started.elapsed());
                 }
@@ -609,8 +625,8 @@ mod tests {
     struct Recorder(Mutex<Vec<(&'static str, &'static str)>>);
 
     impl CallObserver for Recorder {
-        fn on_call(&self, operation: &'static str, outcome: &'static str, _: Duration) {
-            lock(&self.0).push((operation, outcome));
+        fn on_call(&self, operation: &'static str, outcome: CallOutcome, _: Duration) {
+            lock(&self.0).push((operation, outcome.label()));
         }
     }
 

@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::dataplane::resilient::CallObserver;
+use crate::dataplane::resilient::{CallObserver, CallOutcome};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindOutcome {
@@ -173,12 +173,14 @@ impl Metrics {
 }
 
 impl CallObserver for Metrics {
-    fn on_call(&self, operation: &'static str, outcome: &'static str, duration: Duration) {
+    fn on_call(&self, operation: &'static str, outcome: CallOutcome, duration: Duration) {
+        let throttled = outcome == CallOutcome::Failed(crate::dataplane::ErrorKind::Throttling);
+        let outcome = outcome.label();
         self.calls.get_or_create(&Call { operation, outcome }).inc();
         self.call_seconds
             .get_or_create(&Operation { operation })
             .observe(duration.as_secs_f64());
-        if outcome == crate::dataplane::ErrorKind::Throttling.reason() {
+        if throttled {
             self.throttles.get_or_create(&Operation { operation }).inc();
         }
     }
@@ -191,8 +193,16 @@ mod tests {
     #[test]
     fn calls_and_readiness_are_exposed_with_fixed_labels() {
         let metrics = Metrics::default();
-        metrics.on_call("UpdateThingShadow", "ok", Duration::from_millis(3));
-        metrics.on_call("UpdateThingShadow", "Throttled", Duration::from_millis(3));
+        metrics.on_call(
+            "UpdateThingShadow",
+            CallOutcome::Ok,
+            Duration::from_millis(3),
+        );
+        metrics.on_call(
+            "UpdateThingShadow",
+            CallOutcome::Failed(crate::dataplane::ErrorKind::Throttling),
+            Duration::from_millis(3),
+        );
         metrics.readiness("uid-1", "ThingShadow", Some(false));
         metrics.readiness("uid-1", "ThingShadow", Some(true));
         metrics.readiness("uid-2", "ThingShadow", Some(true));
