@@ -24,9 +24,10 @@ use sha2::{Digest, Sha256};
 
 use super::apply::DEFAULT_DIR;
 use super::manifest::{self, Resource};
-use super::target::{DataPlaneArgs, DataPlaneKind};
+use super::target::DataPlaneArgs;
 use crate::api::validate::{validate_retained_message, validate_thing_shadow};
 use crate::api::{ThingShadowSpec, API_VERSION};
+use crate::dataplane::connect::DataPlaneKind;
 use crate::dataplane::{
     DataPlane, DataPlaneError, ErrorKind, RetainedMessageData, ShadowLimits, GREENGRASS_SHADOW,
 };
@@ -84,8 +85,9 @@ pub async fn import(args: ImportArgs) -> u8 {
             return 2;
         }
     };
+    let settings = args.dataplane.settings();
     let default_db = Path::new(DEFAULT_DIR).join("dataplane.redb");
-    if args.dataplane.kind() == DataPlaneKind::Embedded {
+    if settings.kind() == DataPlaneKind::Embedded {
         // Opening would create an empty database: importing from nothing is a mistake
         // worth naming (a forgotten --endpoint-url, or the wrong folder).
         let path = args.dataplane.db.as_deref().unwrap_or(&default_db);
@@ -97,7 +99,7 @@ pub async fn import(args: ImportArgs) -> u8 {
             return 2;
         }
     }
-    let (dataplane, description) = match args.dataplane.connect(Some(&default_db), None).await {
+    let (dataplane, description) = match settings.connect(Some(&default_db), None).await {
         Ok(pair) => pair,
         Err(err) => {
             eprintln!("error: {err}");
@@ -106,7 +108,7 @@ pub async fn import(args: ImportArgs) -> u8 {
     };
     // stdout carries only YAML.
     eprintln!("Using the {description}.");
-    let source = match args.dataplane.kind() {
+    let source = match settings.kind() {
         DataPlaneKind::Embedded => format!(
             "embedded data plane stored in {}",
             args.dataplane
@@ -143,7 +145,7 @@ pub async fn import(args: ImportArgs) -> u8 {
         Vec::new()
     };
 
-    let limits = args.dataplane.limits();
+    let limits = settings.limits();
     let mut documents = Vec::new();
     documents.extend(shadow_documents(
         &found_shadows,

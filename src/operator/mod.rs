@@ -180,7 +180,12 @@ pub async fn run(args: RunArgs) -> u8 {
     let availability = Arc::new(Availability::new(Some(metrics.clone())));
     let recoveries = availability.subscribe();
     let observer: Arc<dyn CallObserver> = availability;
-    let (dataplane, description) = match args.dataplane.connect(None, Some(observer)).await {
+    let (dataplane, description) = match args
+        .dataplane
+        .settings()
+        .connect(None, Some(observer))
+        .await
+    {
         Ok(pair) => pair,
         Err(err) => {
             error!(error = %err, "cannot set up the data plane");
@@ -188,7 +193,7 @@ pub async fn run(args: RunArgs) -> u8 {
         }
     };
     info!("using the {description}");
-    let syncer = Syncer::new(dataplane).with_limits(args.dataplane.limits());
+    let syncer = Syncer::new(dataplane).with_limits(args.dataplane.settings().limits());
     let health = Arc::new(Health::default());
     let tenancy = tenancy::Tenancy::start(
         client.clone(),
