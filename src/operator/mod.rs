@@ -3,14 +3,15 @@
 //! Wiring only: flags, the Kubernetes client, the data plane (wrapped in the rate limiter
 //! and retry policy), one controller per kind, leader election, `/metrics`, `/healthz`,
 //! `/readyz`, and graceful shutdown on SIGTERM. The reconcile logic lives in
-//! [`controller`], the per-kind parts in [`kinds`] and the namespace allow-lists in
-//! [`tenancy`].
+//! [`controller`], the per-kind parts in [`kinds`], the namespace allow-lists in
+//! [`tenancy`] and the Lease in [`leader`].
 
 mod cache;
 mod controller;
 mod events;
 mod http;
 mod kinds;
+mod leader;
 mod metrics;
 mod refresh;
 mod resources;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use kube::api::{Api, DynamicObject};
 use kube::Client;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::api::{RetainedMessage, ThingShadow};
 use crate::cli::target::DataPlaneArgs;
@@ -31,6 +32,8 @@ use crate::dataplane::availability::Availability;
 use crate::dataplane::resilient::CallObserver;
 use crate::sync::Syncer;
 pub use controller::FIELD_MANAGER;
+pub use leader::LeaderElection;
+use leader::Leadership;
 pub use metrics::Metrics;
 
 /// Flags of `shadowsync run` (each also an environment variable).
@@ -242,72 +245,41 @@ pub async fn run(args: RunArgs) -> u8 {
         })
     };
 
-    let mut lease_lost = None;
-    let lease = if args.leader_election {
-        health.standby.store(true, Ordering::SeqCst);
-        let namespace = args
-            .leader_election_namespace
-            .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok())
-            .unwrap_or_else(|| "default".into());
-        match leader::acquire(
-            client.clone(),
-            &namespace,
-            &args.leader_election_lease,
-            stop_rx.clone(),
-        )
-        .await
-        {
-            Ok(Some(held)) => {
-                health.standby.store(false, Ordering::SeqCst);
-                lease_lost = Some(held.lost.clone());
-                Some(held)
-            }
-            Ok(None) => {
-                // Shutdown before leadership was won.
-                server.stop().await;
-                return 0;
-            }
-            Err(err) => {
-                error!(error = %err, "leader election failed");
-                server.stop().await;
-                return 2;
-            }
-        }
-    } else {
-        None
-    };
-
-    // Two controllers and the Namespace cache of the tenancy allow-lists.
-    health.expected.store(3, Ordering::SeqCst);
-    let stop = {
-        let stop_rx = stop_rx.clone();
-        let lost = lease_lost.clone();
-        move || {
-            let mut stop_rx = stop_rx.clone();
-            let lost = lost.clone();
-            async move {
-                let stopped = async {
-                    let _ = stop_rx.wait_for(|stopped| *stopped).await;
-                };
-                match lost {
-                    Some(mut lost) => {
-                        tokio::select! {
-                            _ = stopped => {}
-                            _ = lost.wait_for(|lost| *lost) => {
-                                warn!("leadership lost: stopping the controllers");
-                            }
-                        }
-                    }
-                    None => stopped.await,
+    // With leader election, only the holder of the Lease goes on; a standby is ready
+    // meanwhile.
+    let election = args.leader_election.then(|| LeaderElection {
+        namespace: args.leader_election_namespace.clone(),
+        lease: args.leader_election_lease.clone(),
+    });
+    let leadership = match &election {
+        None => Leadership::unconditional(),
+        Some(election) => {
+            health.standby.store(true, Ordering::SeqCst);
+            match Leadership::acquire(client.clone(), election, stop_rx.clone()).await {
+                Ok(Some(leadership)) => {
+                    health.standby.store(false, Ordering::SeqCst);
+                    leadership
+                }
+                Ok(None) => {
+                    // Shutdown before leadership was won.
+                    server.stop().await;
+                    return 0;
+                }
+                Err(err) => {
+                    error!(error = %err, "leader election failed");
+                    server.stop().await;
+                    return 2;
                 }
             }
         }
     };
+
+    // Two controllers and the Namespace cache of the tenancy allow-lists.
+    health.expected.store(3, Ordering::SeqCst);
     let shadows = controller::run::<ThingShadow>(
         ctx.clone(),
         watched::<ThingShadow>(&client, args.namespace.as_deref()),
-        stop(),
+        leadership.until_stopped(stop_rx.clone()),
         {
             let health = health.clone();
             move || {
@@ -318,7 +290,7 @@ pub async fn run(args: RunArgs) -> u8 {
     let retained = controller::run::<RetainedMessage>(
         ctx.clone(),
         watched::<RetainedMessage>(&client, args.namespace.as_deref()),
-        stop(),
+        leadership.until_stopped(stop_rx.clone()),
         {
             let health = health.clone();
             move || {
@@ -332,18 +304,14 @@ pub async fn run(args: RunArgs) -> u8 {
     );
     tokio::join!(shadows, retained);
 
-    let lost = lease_lost.is_some_and(|lost| *lost.borrow());
     health.shutting_down.store(true, Ordering::SeqCst);
-    if let Some(held) = lease {
-        held.release().await;
-    }
+    let ended = leadership.end().await;
     signals.abort();
     server.stop().await;
-    if lost {
+    match ended {
+        leader::Ended::Stopped => 0,
         // Another replica leads now; exit so that the Pod restarts as a standby.
-        1
-    } else {
-        0
+        leader::Ended::LeaseLost => 1,
     }
 }
 
@@ -373,111 +341,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
-    }
-}
-
-mod leader {
-    //! Leader election on a `coordination.k8s.io/v1` Lease (kube-lease-manager).
-
-    use std::time::Duration;
-
-    use kube::Client;
-    use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
-    use tokio::sync::watch;
-    use tokio::task::JoinHandle;
-    use tracing::info;
-
-    /// A held lease. `lost` turns true if leadership is lost.
-    pub struct Held {
-        pub lost: watch::Receiver<bool>,
-        channel: watch::Receiver<bool>,
-        task: JoinHandle<kube_lease_manager::Result<LeaseManager>>,
-        forward: JoinHandle<()>,
-    }
-
-    impl Held {
-        /// Gives the lease up so that a standby takes over at once.
-        pub async fn release(self) {
-            self.forward.abort();
-            drop(self.channel);
-            if let Ok(Ok(manager)) = self.task.await {
-                let _ = manager.release().await;
-            }
-        }
-    }
-
-    /// How often a standby reads the Lease again, as client-go's retry period.
-    const STANDBY_RECHECK: Duration = Duration::from_secs(2);
-
-    /// Waits until this replica holds the lease (`Ok(None)` if stopped first).
-    pub async fn acquire(
-        client: Client,
-        namespace: &str,
-        lease: &str,
-        mut stop: watch::Receiver<bool>,
-    ) -> kube_lease_manager::Result<Option<Held>> {
-        let identity = std::env::var("POD_NAME")
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| format!("shadowsync-{}", std::process::id()));
-        info!(%namespace, %lease, %identity, "waiting for leadership");
-        let (channel, task) = loop {
-            // A fresh manager reads the Lease anew. One that keeps running sleeps until
-            // the holder's lease would expire, so it would miss a lease that its holder
-            // released on shutdown and take over only a lease duration later.
-            let manager = LeaseManagerBuilder::new(client.clone(), lease)
-                .with_namespace(namespace)
-                .with_identity(identity.clone())
-                .with_field_manager(super::FIELD_MANAGER)
-                .build()
-                .await?;
-            let (mut channel, task) = manager.watch().await;
-            let recheck = tokio::time::sleep(STANDBY_RECHECK);
-            tokio::pin!(recheck);
-            let leading = loop {
-                if *channel.borrow_and_update() {
-                    break true;
-                }
-                tokio::select! {
-                    changed = channel.changed() => {
-                        if changed.is_err() {
-                            // The manager gave up (an API error): look again.
-                            (&mut recheck).await;
-                            break false;
-                        }
-                    }
-                    _ = &mut recheck => break false,
-                    _ = stop.wait_for(|stopped| *stopped) => {
-                        drop(channel);
-                        if let Ok(Ok(manager)) = task.await {
-                            let _ = manager.release().await;
-                        }
-                        return Ok(None);
-                    }
-                }
-            };
-            if leading {
-                break (channel, task);
-            }
-            // Not leading: end this manager (it releases nothing it does not hold).
-            drop(channel);
-            let _ = task.await;
-        };
-        info!(%namespace, %lease, %identity, "leading");
-        let (lost_tx, lost) = watch::channel(false);
-        let mut follow = channel.clone();
-        let forward = tokio::spawn(async move {
-            while follow.changed().await.is_ok() {
-                if !*follow.borrow_and_update() {
-                    let _ = lost_tx.send(true);
-                    return;
-                }
-            }
-        });
-        Ok(Some(Held {
-            lost,
-            channel,
-            task,
-            forward,
-        }))
     }
 }
