@@ -1,10 +1,10 @@
 //! `shadowsync run`: the operator.
 //!
-//! Wiring only: flags, the Kubernetes client, the data plane (wrapped in the rate limiter
-//! and retry policy), one controller per kind, leader election, `/metrics`, `/healthz`,
-//! `/readyz`, and graceful shutdown on SIGTERM. The reconcile logic lives in
-//! [`controller`], the per-kind parts in [`kinds`], the namespace allow-lists in
-//! [`tenancy`] and the Lease in [`leader`].
+//! Wiring only: [`Settings`] (spelled as flags by the CLI), the Kubernetes client, the
+//! data plane (wrapped in the rate limiter and retry policy), one controller per kind,
+//! leader election, `/metrics`, `/healthz`, `/readyz`, and graceful shutdown on SIGTERM.
+//! The reconcile logic lives in [`controller`], the per-kind parts in [`kinds`], the
+//! namespace allow-lists in [`tenancy`] and the Lease in [`leader`].
 
 mod cache;
 mod controller;
@@ -27,8 +27,8 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::api::{RetainedMessage, ThingShadow};
-use crate::cli::target::DataPlaneArgs;
 use crate::dataplane::availability::Availability;
+use crate::dataplane::connect::DataPlaneSettings;
 use crate::dataplane::resilient::CallObserver;
 use crate::sync::Syncer;
 pub use controller::FIELD_MANAGER;
@@ -36,52 +36,22 @@ pub use leader::LeaderElection;
 use leader::Leadership;
 pub use metrics::Metrics;
 
-/// Flags of `shadowsync run` (each also an environment variable).
-#[derive(clap::Args, Debug, Clone)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub dataplane: DataPlaneArgs,
-    /// Resources reconciled at once, per kind.
-    #[arg(long, env = "SHADOWSYNC_CONCURRENCY", default_value_t = 16)]
+/// What `shadowsync run` is asked to do (the CLI builds it from its flags).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The data plane to sync to.
+    pub dataplane: DataPlaneSettings,
+    /// Resources reconciled at once, per kind (0 is read as 1).
     pub concurrency: u16,
     /// Address of /metrics, /healthz and /readyz.
-    #[arg(long, env = "SHADOWSYNC_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
-    /// Take part in leader election on a Lease, so that only one replica writes.
-    #[arg(long, env = "SHADOWSYNC_LEADER_ELECTION", default_value_t = false)]
-    pub leader_election: bool,
-    /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else `default`).
-    #[arg(long, env = "SHADOWSYNC_LEADER_ELECTION_NAMESPACE")]
-    pub leader_election_namespace: Option<String>,
-    /// Name of the leader-election Lease.
-    #[arg(
-        long,
-        env = "SHADOWSYNC_LEADER_ELECTION_LEASE",
-        default_value = "shadowsync-leader"
-    )]
-    pub leader_election_lease: String,
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "SHADOWSYNC_NAMESPACE")]
+    /// `Some`: only the holder of this Lease runs the controllers.
+    pub leader_election: Option<LeaderElection>,
+    /// Watch only this namespace (`None`: all namespaces).
     pub namespace: Option<String>,
-    /// A namespace without the allow-list annotation for a kind
-    /// (iot.shadowsync.dev/allowed-things, iot.shadowsync.dev/allowed-topics) may target
-    /// nothing of that kind (default: such a namespace is unrestricted).
-    #[arg(
-        long,
-        env = "SHADOWSYNC_REQUIRE_NAMESPACE_ALLOWLIST",
-        default_value_t = false
-    )]
+    /// A namespace without the allow-list annotation of a kind may target nothing of
+    /// that kind (else such a namespace is unrestricted).
     pub require_namespace_allowlist: bool,
-    /// Log format.
-    #[arg(long, env = "SHADOWSYNC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-}
-
-/// `--log-format`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Why a reconcile failed; `reason()` is a short static word for logs and metrics.
@@ -171,7 +141,7 @@ impl Health {
 }
 
 /// Runs the operator until SIGTERM/SIGINT. Returns the process exit code.
-pub async fn run(args: RunArgs) -> u8 {
+pub async fn run(settings: Settings) -> u8 {
     let client = match Client::try_default().await {
         Ok(client) => client,
         Err(err) => {
@@ -183,12 +153,7 @@ pub async fn run(args: RunArgs) -> u8 {
     let availability = Arc::new(Availability::new(Some(metrics.clone())));
     let recoveries = availability.subscribe();
     let observer: Arc<dyn CallObserver> = availability;
-    let (dataplane, description) = match args
-        .dataplane
-        .settings()
-        .connect(None, Some(observer))
-        .await
-    {
+    let (dataplane, description) = match settings.dataplane.connect(None, Some(observer)).await {
         Ok(pair) => pair,
         Err(err) => {
             error!(error = %err, "cannot set up the data plane");
@@ -196,12 +161,12 @@ pub async fn run(args: RunArgs) -> u8 {
         }
     };
     info!("using the {description}");
-    let syncer = Syncer::new(dataplane).with_limits(args.dataplane.settings().limits());
+    let syncer = Syncer::new(dataplane).with_limits(settings.dataplane.limits());
     let health = Arc::new(Health::default());
     let tenancy = tenancy::Tenancy::start(
         client.clone(),
-        args.namespace.as_deref(),
-        args.require_namespace_allowlist,
+        settings.namespace.as_deref(),
+        settings.require_namespace_allowlist,
         {
             let health = health.clone();
             move || {
@@ -218,17 +183,17 @@ pub async fn run(args: RunArgs) -> u8 {
         client: client.clone(),
         syncer,
         metrics: metrics.clone(),
-        concurrency: args.concurrency.max(1),
+        concurrency: settings.concurrency.max(1),
         tenancy,
         resources: resources::Resources::default(),
         recoveries,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = match http::serve(args.metrics_addr, metrics, health.clone()).await {
+    let server = match http::serve(settings.metrics_addr, metrics, health.clone()).await {
         Ok(server) => server,
         Err(err) => {
-            error!(error = %err, addr = %args.metrics_addr, "cannot listen for metrics and probes");
+            error!(error = %err, addr = %settings.metrics_addr, "cannot listen for metrics and probes");
             return 2;
         }
     };
@@ -247,11 +212,7 @@ pub async fn run(args: RunArgs) -> u8 {
 
     // With leader election, only the holder of the Lease goes on; a standby is ready
     // meanwhile.
-    let election = args.leader_election.then(|| LeaderElection {
-        namespace: args.leader_election_namespace.clone(),
-        lease: args.leader_election_lease.clone(),
-    });
-    let leadership = match &election {
+    let leadership = match &settings.leader_election {
         None => Leadership::unconditional(),
         Some(election) => {
             health.standby.store(true, Ordering::SeqCst);
@@ -278,7 +239,7 @@ pub async fn run(args: RunArgs) -> u8 {
     health.expected.store(3, Ordering::SeqCst);
     let shadows = controller::run::<ThingShadow>(
         ctx.clone(),
-        watched::<ThingShadow>(&client, args.namespace.as_deref()),
+        watched::<ThingShadow>(&client, settings.namespace.as_deref()),
         leadership.until_stopped(stop_rx.clone()),
         {
             let health = health.clone();
@@ -289,7 +250,7 @@ pub async fn run(args: RunArgs) -> u8 {
     );
     let retained = controller::run::<RetainedMessage>(
         ctx.clone(),
-        watched::<RetainedMessage>(&client, args.namespace.as_deref()),
+        watched::<RetainedMessage>(&client, settings.namespace.as_deref()),
         leadership.until_stopped(stop_rx.clone()),
         {
             let health = health.clone();
@@ -299,7 +260,7 @@ pub async fn run(args: RunArgs) -> u8 {
         },
     );
     info!(
-        namespace = args.namespace.as_deref().unwrap_or("(all)"),
+        namespace = settings.namespace.as_deref().unwrap_or("(all)"),
         "controllers started"
     );
     tokio::join!(shadows, retained);
