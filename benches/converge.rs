@@ -1118,7 +1118,7 @@ fn operator_policy(operator_args: &[String]) -> Result<ResiliencePolicy> {
         }
     }
     let flags = <Flags as clap::Parser>::try_parse_from(wanted)?;
-    Ok(flags.dataplane.policy())
+    Ok(flags.dataplane.settings().policy())
 }
 
 fn rate_text(rate: Option<RateLimit>) -> String {

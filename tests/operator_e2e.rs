@@ -2798,3 +2798,41 @@ async fn the_chart_rbac_is_exactly_what_the_operator_uses() {
         events.len()
     ));
 }
+
+/// `/healthz` fails, naming the watch, once the operator's watches have failed for longer
+/// than `--progress-deadline-seconds` (here the apiserver refuses its connections), and
+/// passes again once they reconnect. Until then a quiet, healthy operator passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_fails_while_the_watches_make_no_progress_and_recovers() {
+    let mut s = Stack::without_operator("healthz-progress").await;
+    s.start_operator(&["--progress-deadline-seconds", "3"])
+        .await;
+    let (code, body) = s.operator_get("/healthz").await;
+    assert_eq!((code, body.as_str()), (200, "ok"));
+
+    s.proxy.refuse(true);
+    s.cut_watches();
+    let stalled = eventually(
+        "/healthz to fail",
+        Duration::from_secs(60),
+        async || match s.operator_get("/healthz").await {
+            (503, body) => Ok(body),
+            (code, body) => Err(format!("{code} {body}")),
+        },
+    )
+    .await;
+    assert!(
+        stalled.contains("watch has failed for"),
+        "/healthz says: {stalled}"
+    );
+    s.proxy.refuse(false);
+    eventually(
+        "/healthz to pass again",
+        Duration::from_secs(120),
+        async || match s.operator_get("/healthz").await {
+            (200, _) => Ok(()),
+            (code, body) => Err(format!("{code} {body}")),
+        },
+    )
+    .await;
+}

@@ -123,8 +123,9 @@ async fn run(args: &ManifestArgs, mode: Mode) -> u8 {
             return 2;
         }
     };
+    let settings = args.dataplane.settings();
     let default_db = Path::new(DEFAULT_DIR).join("dataplane.redb");
-    let (dataplane, description) = match args.dataplane.connect(Some(&default_db), None).await {
+    let (dataplane, description) = match settings.connect(Some(&default_db), None).await {
         Ok(pair) => pair,
         Err(err) => {
             eprintln!("error: {err}");
@@ -135,7 +136,7 @@ async fn run(args: &ManifestArgs, mode: Mode) -> u8 {
         Mode::Apply(Output::Table) | Mode::Diff => println!("Using the {description}."),
         Mode::Apply(_) => eprintln!("Using the {description}."),
     }
-    let syncer = Syncer::new(dataplane).with_limits(args.dataplane.limits());
+    let syncer = Syncer::new(dataplane).with_limits(settings.limits());
     let owners = owners(&loaded.manifests);
     let progress = progress_bar(loaded.manifests.len());
     let dry_run = mode == Mode::Diff;

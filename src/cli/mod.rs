@@ -4,6 +4,7 @@ pub mod apply;
 pub mod import;
 pub mod manifest;
 pub mod parse;
+pub mod run;
 pub mod state;
 pub mod target;
 pub mod yaml;
@@ -27,7 +28,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the operator: watch ThingShadow and RetainedMessage resources and keep the
     /// data plane in their declared state.
-    Run(crate::operator::RunArgs),
+    Run(run::RunArgs),
     /// Reconcile manifest files once, straight against a data plane, and print the
     /// resulting status of each resource. Exits 1 if any is not Ready, 2 on bad input.
     Apply(apply::ApplyArgs),
@@ -67,7 +68,8 @@ pub enum DataplaneCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let json_logs = matches!(&cli.command, Command::Run(args) if args.log_format == crate::operator::LogFormat::Json);
+    let json_logs =
+        matches!(&cli.command, Command::Run(args) if args.log_format == run::LogFormat::Json);
     init_logging(json_logs);
     // The AWS SDK and the Kubernetes client share one TLS stack; pick its crypto provider
     // once so that neither has to guess.
@@ -80,7 +82,7 @@ pub fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
-        Command::Run(args) => runtime.block_on(crate::operator::run(args)),
+        Command::Run(args) => runtime.block_on(crate::operator::run(args.settings())),
         Command::Apply(args) => runtime.block_on(apply::apply(args)),
         Command::Diff(args) => runtime.block_on(apply::diff(args)),
         Command::Import(args) => runtime.block_on(import::import(args)),

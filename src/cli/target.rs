@@ -1,23 +1,30 @@
-//! Choosing and building the data plane from command-line flags (shared by every
-//! command that talks to one).
+//! The data-plane flags, shared by every command that talks to a data plane. They only
+//! spell [`DataPlaneSettings`] on the command line: choosing and building the data plane
+//! is [`crate::dataplane::connect`]'s.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use clap::ValueEnum;
 
-use crate::dataplane::aws::{AwsDataPlane, AwsOptions};
-use crate::dataplane::embedded::EmbeddedDataPlane;
-use crate::dataplane::resilient::{CallObserver, RateLimit, ResiliencePolicy, Resilient};
-use crate::dataplane::{DataPlane, ShadowLimits};
+use crate::dataplane::connect::{DataPlaneKind, DataPlaneSettings};
+use crate::dataplane::ShadowLimits;
 
-/// Which implementation of the data plane to use.
+/// `--data-plane`: which implementation of the data plane to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DataPlaneKind {
+pub enum DataPlaneChoice {
     /// AWS IoT through the AWS SDK (real AWS, or any endpoint given by --endpoint-url).
     Aws,
     /// The in-process store (memory, or the file given by --db).
     Embedded,
+}
+
+impl From<DataPlaneChoice> for DataPlaneKind {
+    fn from(choice: DataPlaneChoice) -> Self {
+        match choice {
+            DataPlaneChoice::Aws => DataPlaneKind::Aws,
+            DataPlaneChoice::Embedded => DataPlaneKind::Embedded,
+        }
+    }
 }
 
 /// Data-plane flags. Each also reads an environment variable.
@@ -25,7 +32,7 @@ pub enum DataPlaneKind {
 pub struct DataPlaneArgs {
     /// `aws` or `embedded`. Default: `aws` when --endpoint-url is given, else `embedded`.
     #[arg(long, value_enum, env = "SHADOWSYNC_DATA_PLANE")]
-    pub data_plane: Option<DataPlaneKind>,
+    pub data_plane: Option<DataPlaneChoice>,
     /// AWS IoT data endpoint (e.g. https://xxxx-ats.iot.eu-west-1.amazonaws.com, or a local
     /// data plane). Default: discovered with iot:DescribeEndpoint (iot:Data-ATS).
     #[arg(long, env = "SHADOWSYNC_ENDPOINT_URL")]
@@ -52,83 +59,98 @@ pub struct DataPlaneArgs {
 }
 
 impl DataPlaneArgs {
-    pub fn limits(&self) -> ShadowLimits {
-        ShadowLimits {
+    /// What these flags ask of the data plane.
+    pub fn settings(&self) -> DataPlaneSettings {
+        DataPlaneSettings {
+            data_plane: self.data_plane.map(DataPlaneKind::from),
+            endpoint_url: self.endpoint_url.clone(),
+            region: self.region.clone(),
+            db: self.db.clone(),
+            max_rps: self.max_rps,
+            max_thing_rps: self.max_thing_rps,
             max_document_bytes: self.max_document_bytes,
             max_depth: self.max_depth,
-            ..ShadowLimits::default()
         }
     }
+}
 
-    /// The client-side rate limits and retry policy these flags ask for.
-    pub fn policy(&self) -> ResiliencePolicy {
-        ResiliencePolicy {
-            account_rate: (self.max_rps > 0).then(|| RateLimit::new(self.max_rps, self.max_rps)),
-            thing_rate: (self.max_thing_rps > 0).then(|| RateLimit::new(self.max_thing_rps, 2)),
-            ..ResiliencePolicy::default()
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches};
+
+    #[derive(clap::Parser, Debug)]
+    struct Flags {
+        #[command(flatten)]
+        dataplane: DataPlaneArgs,
     }
 
-    pub fn kind(&self) -> DataPlaneKind {
-        self.data_plane.unwrap_or(if self.endpoint_url.is_some() {
-            DataPlaneKind::Aws
-        } else {
-            DataPlaneKind::Embedded
-        })
+    /// Parses `args` with the environment variables of the flags ignored, so that the
+    /// test sees the flag defaults whatever the environment it runs in.
+    fn parse(args: &[&str]) -> DataPlaneSettings {
+        let command = Flags::command().mut_args(|arg| arg.env(None));
+        let matches = command
+            .try_get_matches_from(std::iter::once("shadowsync").chain(args.iter().copied()))
+            .unwrap_or_else(|err| panic!("{err}"));
+        Flags::from_arg_matches(&matches)
+            .unwrap_or_else(|err| panic!("{err}"))
+            .dataplane
+            .settings()
     }
 
-    /// Builds the data plane, wrapped in the rate limiter and retry policy. Returns it with
-    /// a one-line description for the user. `default_db` is where the embedded store lives
-    /// when --db is not given (None: in memory).
-    pub async fn connect(
-        &self,
-        default_db: Option<&Path>,
-        observer: Option<Arc<dyn CallObserver>>,
-    ) -> Result<(Arc<dyn DataPlane>, String), String> {
-        let (inner, description): (Arc<dyn DataPlane>, String) = match self.kind() {
-            DataPlaneKind::Embedded => {
-                let store = match self.db.as_deref().or(default_db) {
-                    Some(path) => {
-                        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                            std::fs::create_dir_all(dir)
-                                .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
-                        }
-                        let store = EmbeddedDataPlane::open(path).map_err(|err| {
-                            format!(
-                                "cannot open the data-plane database {}: {err}",
-                                path.display()
-                            )
-                        })?;
-                        (
-                            store,
-                            format!(
-                                "embedded data plane stored in {} (no AWS account is used; pass --endpoint-url or --data-plane aws for a real one)",
-                                path.display()
-                            ),
-                        )
-                    }
-                    None => (
-                        EmbeddedDataPlane::in_memory(),
-                        "embedded data plane in memory (no AWS account is used)".to_string(),
-                    ),
-                };
-                (Arc::new(store.0.with_limits(self.limits())), store.1)
+    #[test]
+    fn every_flag_reaches_the_settings() {
+        let settings = parse(&[
+            "--data-plane",
+            "aws",
+            "--endpoint-url",
+            "http://127.0.0.1:9",
+            "--region",
+            "eu-west-3",
+            "--db",
+            "dir/plane.redb",
+            "--max-rps",
+            "7",
+            "--max-thing-rps",
+            "3",
+            "--max-document-bytes",
+            "4321",
+            "--max-depth",
+            "4",
+        ]);
+        assert_eq!(
+            settings,
+            DataPlaneSettings {
+                data_plane: Some(DataPlaneKind::Aws),
+                endpoint_url: Some("http://127.0.0.1:9".into()),
+                region: Some("eu-west-3".into()),
+                db: Some(PathBuf::from("dir/plane.redb")),
+                max_rps: 7,
+                max_thing_rps: 3,
+                max_document_bytes: 4321,
+                max_depth: 4,
             }
-            DataPlaneKind::Aws => {
-                let aws = AwsDataPlane::connect(AwsOptions {
-                    endpoint_url: self.endpoint_url.clone(),
-                    region: self.region.clone(),
-                })
-                .await
-                .map_err(|err| err.to_string())?;
-                let description = format!("AWS IoT data plane at {}", aws.endpoint());
-                (Arc::new(aws), description)
+        );
+        assert_eq!(
+            parse(&["--data-plane", "embedded"]).data_plane,
+            Some(DataPlaneKind::Embedded)
+        );
+    }
+
+    #[test]
+    fn the_flag_defaults_reach_the_settings() {
+        assert_eq!(
+            parse(&[]),
+            DataPlaneSettings {
+                data_plane: None,
+                endpoint_url: None,
+                region: None,
+                db: None,
+                max_rps: 100,
+                max_thing_rps: 20,
+                max_document_bytes: ShadowLimits::default().max_document_bytes,
+                max_depth: ShadowLimits::default().max_depth,
             }
-        };
-        let mut resilient = Resilient::new(inner, self.policy());
-        if let Some(observer) = observer {
-            resilient = resilient.with_observer(observer);
-        }
-        Ok((Arc::new(resilient), description))
+        );
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod availability;
 pub mod aws;
+pub mod connect;
 pub mod embedded;
 pub mod registry;
 pub mod resilient;

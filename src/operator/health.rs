@@ -7,16 +7,18 @@
 //! ([`Progress`]). A quiet cluster is not a stall: a watch that receives nothing is
 //! healthy, and so is a controller with nothing to do. What counts:
 //!
-//! - a watch whose every attempt has failed for longer than the bound (the watcher
-//!   retries with backoff; one answer, an event or a completed list, ends the spell);
+//! - a watch whose every attempt has failed for longer than the bound. The watcher
+//!   retries with backoff (at most about a minute between attempts) and reports only
+//!   failures and events, not a quiet reconnection: so a spell of failures ends with an
+//!   event, or when no failure has come for [`SPELL_GAP`] (or the bound, if shorter);
 //! - a reconcile that has been running for longer than the bound (every call it makes
 //!   has a timeout, so one that does not return is stuck, and with it one of the
 //!   controller's `--concurrency` slots);
 //! - a controller loop that ended while the operator was not shutting down.
 //!
 //! The kubelet restarts a pod whose liveness probe fails: that is the remedy for a stuck
-//! process, and the bound is long enough (five minutes by default) that an apiserver
-//! restart or a data-plane outage does not trigger it.
+//! process, and the bound (`--progress-deadline-seconds`, five minutes by default) is
+//! long enough that an apiserver restart or a data-plane outage does not trigger it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -25,6 +27,10 @@ use std::time::{Duration, Instant};
 
 /// The default bound of [`Progress`].
 pub const DEFAULT_STALL_BOUND: Duration = Duration::from_secs(300);
+
+/// A watch failure more than this long after the previous one starts a new spell: the
+/// watcher would have retried within it, and its silence means it reconnected.
+pub const SPELL_GAP: Duration = Duration::from_secs(90);
 
 /// Health as `/healthz` and `/readyz` report it.
 pub struct Health {
@@ -79,8 +85,9 @@ pub struct Progress {
 
 #[derive(Default)]
 struct State {
-    /// Per watched kind: since when every attempt failed, if the last one did.
-    failing_watches: HashMap<&'static str, Instant>,
+    /// Per watched kind, while its attempts fail: the first and the last failure of the
+    /// spell.
+    failing_watches: HashMap<&'static str, (Instant, Instant)>,
     /// Reconciles running: (start, id) -> kind.
     running: BTreeMap<(Instant, u64), &'static str>,
     /// Controller loops that ended before shutdown.
@@ -124,7 +131,18 @@ impl Progress {
 
     /// An attempt of the watch of `kind` failed at `now`.
     pub fn watch_failed(&self, kind: &'static str, now: Instant) {
-        self.state().failing_watches.entry(kind).or_insert(now);
+        let gap = self.gap();
+        let mut state = self.state();
+        let spell = state.failing_watches.entry(kind).or_insert((now, now));
+        if now.saturating_duration_since(spell.1) > gap {
+            *spell = (now, now);
+        } else {
+            spell.1 = now;
+        }
+    }
+
+    fn gap(&self) -> Duration {
+        SPELL_GAP.min(self.bound)
     }
 
     /// A reconcile of `kind` starts at `now`; it ends when the returned value is dropped.
@@ -152,7 +170,11 @@ impl Progress {
         let mut failing: Vec<_> = state
             .failing_watches
             .iter()
-            .filter(|(_, since)| now.saturating_duration_since(**since) > self.bound)
+            .filter(|(_, (since, last))| {
+                now.saturating_duration_since(*since) > self.bound
+                    && now.saturating_duration_since(*last) <= self.gap()
+            })
+            .map(|(kind, (since, _))| (kind, since))
             .collect();
         failing.sort();
         for (kind, since) in failing {
@@ -199,21 +221,32 @@ mod tests {
     fn a_watch_failing_past_the_bound_is_a_stall_until_it_answers() {
         let progress = Progress::new(BOUND);
         let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
         progress.watch_failed("ThingShadow", start);
-        // Later failures do not restart the spell.
-        progress.watch_failed("ThingShadow", start + Duration::from_secs(30));
-        assert_eq!(progress.check(start + BOUND), Ok(()));
-        let err = progress
-            .check(start + BOUND + Duration::from_secs(1))
-            .unwrap_err();
+        // Later failures within the gap do not restart the spell.
+        progress.watch_failed("ThingShadow", at(30));
+        progress.watch_failed("ThingShadow", at(55));
+        assert_eq!(progress.check(at(60)), Ok(()));
+        let err = progress.check(at(61)).unwrap_err();
         assert!(
             err.contains("the ThingShadow watch has failed for 61s"),
             "{err}"
         );
         progress.watch_answered("RetainedMessage");
-        assert!(progress.check(start + BOUND * 2).is_err());
+        assert!(progress.check(at(100)).is_err());
+        // No failure for longer than the gap: the watcher reconnected quietly.
+        assert_eq!(progress.check(at(116)), Ok(()));
+        // An event ends the spell at once.
+        progress.watch_failed("ThingShadow", at(200));
+        progress.watch_failed("ThingShadow", at(250));
+        progress.watch_failed("ThingShadow", at(300));
+        assert!(progress.check(at(301)).is_err());
         progress.watch_answered("ThingShadow");
-        assert_eq!(progress.check(start + BOUND * 2), Ok(()));
+        assert_eq!(progress.check(at(301)), Ok(()));
+        // A failure after a long quiet starts a new spell.
+        progress.watch_failed("ThingShadow", at(400));
+        progress.watch_failed("ThingShadow", at(500));
+        assert_eq!(progress.check(at(501)), Ok(()));
     }
 
     #[test]

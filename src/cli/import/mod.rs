@@ -31,9 +31,10 @@ use serde_json::{json, Value};
 
 use super::apply::DEFAULT_DIR;
 use super::manifest::{self, Resource};
-use super::target::{DataPlaneArgs, DataPlaneKind};
+use super::target::DataPlaneArgs;
 use crate::api::validate::{validate_retained_message, validate_thing_shadow};
 use crate::api::ThingShadowSpec;
+use crate::dataplane::connect::DataPlaneKind;
 use crate::dataplane::{RetainedMessageData, ShadowLimits};
 use crate::planner::json::values_equal;
 use crate::planner::retained::publish_request;
@@ -89,7 +90,8 @@ pub async fn import(args: ImportArgs) -> u8 {
         }
     };
     let default_db = Path::new(DEFAULT_DIR).join("dataplane.redb");
-    if args.dataplane.kind() == DataPlaneKind::Embedded {
+    let settings = args.dataplane.settings();
+    if settings.kind() == DataPlaneKind::Embedded {
         // Opening would create an empty database: importing from nothing is a mistake
         // worth naming (a forgotten --endpoint-url, or the wrong folder).
         let path = args.dataplane.db.as_deref().unwrap_or(&default_db);
@@ -101,7 +103,7 @@ pub async fn import(args: ImportArgs) -> u8 {
             return 2;
         }
     }
-    let (dataplane, description) = match args.dataplane.connect(Some(&default_db), None).await {
+    let (dataplane, description) = match settings.connect(Some(&default_db), None).await {
         Ok(pair) => pair,
         Err(err) => {
             eprintln!("error: {err}");
@@ -110,7 +112,7 @@ pub async fn import(args: ImportArgs) -> u8 {
     };
     // stdout carries only YAML.
     eprintln!("Using the {description}.");
-    let source = match args.dataplane.kind() {
+    let source = match settings.kind() {
         DataPlaneKind::Embedded => format!(
             "embedded data plane stored in {}",
             args.dataplane
@@ -147,7 +149,7 @@ pub async fn import(args: ImportArgs) -> u8 {
         Vec::new()
     };
 
-    let limits = args.dataplane.limits();
+    let limits = settings.limits();
     let mut documents = Vec::new();
     documents.extend(shadow_documents(
         &found_shadows,
