@@ -31,6 +31,7 @@
 //!   refresh that finds nothing new leaves the status as it was;
 //! - a call that failed shows in conditions by [`failure`], whatever the step.
 
+pub mod retained;
 pub mod shadow;
 
 use chrono::{DateTime, SecondsFormat, Utc};

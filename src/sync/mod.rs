@@ -20,11 +20,11 @@ use rand::Rng;
 
 use crate::dataplane::{DataPlane, DataPlaneError, ErrorKind, ShadowLimits};
 
+pub use crate::planner::pass::retained::{PayloadInput, RetainedPlanned, RetainedSyncResult};
 pub use crate::planner::pass::shadow::ShadowSyncResult;
-pub(crate) use crate::planner::pass::{failure, record_conflict, rfc3339, truncate};
+pub(crate) use crate::planner::pass::truncate;
 pub use crate::planner::pass::{SyncEvent, SyncOptions};
 pub use crate::planner::shadow::show;
-pub use retained::{PayloadInput, RetainedPlanned, RetainedSyncResult};
 
 /// Runs passes against one data plane.
 #[derive(Clone)]
