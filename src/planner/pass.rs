@@ -22,7 +22,7 @@
 //! ```
 //!
 //! So the whole pass (not only the plan) runs without a data plane in tests, against a
-//! model of the cloud: the property tests in `shadow_props`.
+//! model of the cloud: the property tests in `shadow_props` and `retained_props`.
 //!
 //! Invariants, for both kinds:
 //! - no I/O and no clock: every timestamp comes from a `now` argument;
@@ -34,6 +34,8 @@
 pub mod retained;
 pub mod shadow;
 
+#[cfg(test)]
+mod retained_props;
 #[cfg(test)]
 mod shadow_props;
 
