@@ -3,8 +3,9 @@
 use chrono::Utc;
 
 use super::{found, PayloadInput, SyncEvent, SyncOptions, Syncer};
-use crate::api::RetainedMessageStatus;
-use crate::api::{ManagementPolicy, RetainedDeletionPolicy, RetainedMessageSpec};
+use crate::api::{
+    ManagementPolicy, RetainedDeletionPolicy, RetainedMessageSpec, RetainedMessageStatus,
+};
 use crate::dataplane::DataPlaneError;
 use crate::planner::pass::retained::{cleanup, RetainedPass, RetainedStep, RetainedSyncResult};
 use crate::planner::retained::delete_request;

@@ -7,8 +7,9 @@ use serde_json::Value;
 use super::{found, SyncEvent, SyncOptions, Syncer};
 use crate::api::{ManagementPolicy, ShadowDeletionPolicy, ThingShadowSpec, ThingShadowStatus};
 use crate::dataplane::{DataPlaneError, ErrorKind, ShadowDocument};
-use crate::planner::pass::shadow::ShadowSyncResult;
-use crate::planner::pass::shadow::{cleanup, cleared_paths, ShadowPass, ShadowStep};
+use crate::planner::pass::shadow::{
+    cleanup, cleared_paths, ShadowPass, ShadowStep, ShadowSyncResult,
+};
 use crate::planner::shadow::plan_clear;
 
 impl Syncer {

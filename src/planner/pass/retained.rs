@@ -15,8 +15,10 @@
 use chrono::{DateTime, TimeZone, Utc};
 use sha2::{Digest, Sha256};
 
-use super::{begin, conclude, edit_already_counted, record_conflict, rfc3339, truncate};
-use super::{SyncEvent, SyncOptions, Verdict};
+use super::{
+    begin, conclude, edit_already_counted, record_conflict, rfc3339, truncate, SyncEvent,
+    SyncOptions, Verdict,
+};
 use crate::api::validate::validate_retained_message;
 use crate::api::{ManagementPolicy, RetainedMessageSpec, RetainedMessageStatus};
 use crate::dataplane::{

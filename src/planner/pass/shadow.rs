@@ -20,8 +20,10 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{begin, conclude, record_conflict, rfc3339, truncate, Check, SyncEvent, SyncOptions};
-use super::{edit_already_counted, Verdict};
+use super::{
+    begin, conclude, edit_already_counted, record_conflict, rfc3339, truncate, Check, SyncEvent,
+    SyncOptions, Verdict,
+};
 use crate::api::validate::validate_thing_shadow;
 use crate::api::{ConflictPolicy, LastWrite, ManagementPolicy, ThingShadowSpec, ThingShadowStatus};
 use crate::dataplane::{DataPlaneError, ErrorKind, ShadowDocument, ShadowLimits};
