@@ -2,6 +2,7 @@
 //! state declared by two Kubernetes custom resources.
 //!
 //! The crate reads top-down:
+//! - [`reason`]: every condition, Event and metric reason, as one type;
 //! - [`api`]: the `ThingShadow` and `RetainedMessage` resource types and their validation;
 //! - [`planner`]: pure functions from (spec, observed cloud state, ownership) to a plan and a status;
 //! - [`shadow`]: the shadow document engine (AWS merge, null removal, delta, metadata), pure;
@@ -21,5 +22,6 @@ pub mod dataplane;
 pub mod kinds;
 pub mod operator;
 pub mod planner;
+pub mod reason;
 pub mod shadow;
 pub mod sync;

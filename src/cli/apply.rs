@@ -15,7 +15,7 @@ use super::state::{State, StateFile, Stored};
 use super::target::DataPlaneArgs;
 use crate::api::{RetainedMessage, ThingShadow, API_VERSION};
 use crate::kinds::Kind;
-use crate::planner::conditions::{reason, Refusal};
+use crate::planner::conditions::{Reason, Refusal};
 use crate::sync::{PayloadInput, SyncOptions, Syncer};
 
 /// Where `apply` and `diff` keep their files by default.
@@ -210,7 +210,7 @@ async fn reconcile_kind<K: Stored>(
     let refusal = owner
         .map(|owner| {
             (
-                reason::DUPLICATE_TARGET,
+                Reason::DuplicateTarget,
                 resource.duplicate_of(&owner).to_string(),
             )
         })
@@ -231,7 +231,7 @@ async fn reconcile_kind<K: Stored>(
             K::KIND,
             key,
             target,
-            refusal.reason,
+            refusal.reason.as_str(),
             refusal.message,
             &status,
         );
@@ -266,7 +266,7 @@ fn moved(
     remembered: &[(&'static str, String)],
     now: &[(&'static str, String)],
     key: &str,
-) -> Option<(&'static str, String)> {
+) -> Option<(Reason, String)> {
     remembered
         .iter()
         .zip(now)
@@ -274,9 +274,9 @@ fn moved(
         .map(|((field, was), _)| immutable(field, was, key))
 }
 
-fn immutable(field: &str, was: &str, key: &str) -> (&'static str, String) {
+fn immutable(field: &str, was: &str, key: &str) -> (Reason, String) {
     (
-        reason::INVALID_SPEC,
+        Reason::InvalidSpec,
         format!(
             "{field}: is immutable (was {was:?}); delete {key} from the state file or use a new name to manage another target"
         ),
@@ -299,9 +299,11 @@ fn outcome(
     let ready_condition = conditions.iter().find(|c| c.type_ == "Ready");
     let refused = conditions
         .iter()
-        .any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == "InvalidSpec")
+        .any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == Reason::InvalidSpec)
         || conditions.iter().any(|c| {
-            c.type_ == "Stalled" && c.status == "True" && c.reason == "PayloadSourceUnavailable"
+            c.type_ == "Stalled"
+                && c.status == "True"
+                && c.reason == Reason::PayloadSourceUnavailable
         });
     Outcome {
         kind,
@@ -501,7 +503,7 @@ fn report_diff(outcomes: &[Outcome]) -> u8 {
     let mut differences = 0;
     let mut errors = 0;
     for o in outcomes {
-        let pending = o.reason == "Pending";
+        let pending = o.reason == Reason::Pending;
         if o.refused || (!o.ready && !pending) {
             errors += 1;
             println!(

@@ -54,7 +54,9 @@ fn is_outage(kind: ErrorKind) -> bool {
 /// True for a condition reason ([`ErrorKind::reason`], as a status carries it) that an
 /// outage produces.
 pub fn is_outage_reason(reason: &str) -> bool {
-    OUTAGE_KINDS.iter().any(|kind| kind.reason() == reason)
+    OUTAGE_KINDS
+        .iter()
+        .any(|kind| kind.reason().as_str() == reason)
 }
 
 /// The pure state: when the current spell of failures began, if one is running.

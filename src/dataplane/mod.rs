@@ -22,6 +22,7 @@ pub mod resilient;
 pub mod server;
 pub mod simulate;
 
+use crate::reason::Reason;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -323,24 +324,24 @@ impl ErrorKind {
     }
 
     /// Short static word for conditions, events and metric labels.
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> Reason {
         match self {
-            ErrorKind::Conflict => "Conflict",
-            ErrorKind::RequestEntityTooLarge => "TooLarge",
-            ErrorKind::InvalidRequest => "InvalidRequest",
-            ErrorKind::ResourceNotFound => "NotFound",
-            ErrorKind::Throttling => "Throttled",
-            ErrorKind::Unauthorized => "AccessDenied",
-            ErrorKind::ServiceUnavailable => "ServiceUnavailable",
-            ErrorKind::InternalFailure => "InternalFailure",
-            ErrorKind::MethodNotAllowed => "MethodNotAllowed",
-            ErrorKind::UnsupportedDocumentEncoding => "UnsupportedEncoding",
-            ErrorKind::Transport => "Unreachable",
-            ErrorKind::Unhandled => "UnexpectedResponse",
-            ErrorKind::ResourceAlreadyExists => "AlreadyExists",
-            ErrorKind::VersionConflict => "VersionConflict",
-            ErrorKind::InvalidQuery => "InvalidQuery",
-            ErrorKind::IndexNotReady => "IndexNotReady",
+            ErrorKind::Conflict => Reason::Conflict,
+            ErrorKind::RequestEntityTooLarge => Reason::TooLarge,
+            ErrorKind::InvalidRequest => Reason::InvalidRequest,
+            ErrorKind::ResourceNotFound => Reason::NotFound,
+            ErrorKind::Throttling => Reason::Throttled,
+            ErrorKind::Unauthorized => Reason::AccessDenied,
+            ErrorKind::ServiceUnavailable => Reason::ServiceUnavailable,
+            ErrorKind::InternalFailure => Reason::InternalFailure,
+            ErrorKind::MethodNotAllowed => Reason::MethodNotAllowed,
+            ErrorKind::UnsupportedDocumentEncoding => Reason::UnsupportedEncoding,
+            ErrorKind::Transport => Reason::Unreachable,
+            ErrorKind::Unhandled => Reason::UnexpectedResponse,
+            ErrorKind::ResourceAlreadyExists => Reason::AlreadyExists,
+            ErrorKind::VersionConflict => Reason::VersionConflict,
+            ErrorKind::InvalidQuery => Reason::InvalidQuery,
+            ErrorKind::IndexNotReady => Reason::IndexNotReady,
         }
     }
 

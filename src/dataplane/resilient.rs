@@ -71,7 +71,7 @@ impl CallOutcome {
     pub fn label(self) -> &'static str {
         match self {
             CallOutcome::Ok => OUTCOME_OK,
-            CallOutcome::Failed(kind) => kind.reason(),
+            CallOutcome::Failed(kind) => kind.reason().as_str(),
         }
     }
 }
@@ -257,7 +257,7 @@ impl Resilient {
                     tracing::debug!(
                         operation,
                         attempt,
-                        reason = err.kind.reason(),
+                        reason = %err.kind.reason(),
                         delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                         "data-plane call failed; retrying"
                     );

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::api::{Condition, PAUSED_ANNOTATION};
-use crate::planner::conditions::{reason, Refusal, STALLED};
+use crate::planner::conditions::{Reason, Refusal, STALLED};
 use crate::planner::tenancy::NOT_ALLOWED;
 
 /// Requeue of a resource that another resource already owns the target of.
@@ -90,7 +90,7 @@ pub enum FinalizerChange {
 }
 
 /// The reason of the Event that says a cleanup was skipped.
-pub const CLEANUP_SKIPPED: &str = "CleanupSkipped";
+pub const CLEANUP_SKIPPED: Reason = Reason::CleanupSkipped;
 
 /// Decides one reconcile. In order: the namespace allowance (nothing reaches the data
 /// plane before it, not even a read), deletion, pause, duplicate target, then a pass.
@@ -136,7 +136,7 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
     if facts.paused {
         return Decision::Refuse {
             refusal: Refusal {
-                reason: reason::PAUSED,
+                reason: Reason::Paused,
                 message: format!(
                     "reconciliation is paused by the annotation {PAUSED_ANNOTATION}=\"true\""
                 ),
@@ -152,7 +152,7 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
         return Decision::Refuse {
             refusal: refusal(
                 facts.prior,
-                reason::DUPLICATE_TARGET,
+                Reason::DuplicateTarget,
                 why.to_string(),
                 true,
                 false,
@@ -182,7 +182,7 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
 /// with any message.
 fn refusal(
     prior: &[Condition],
-    reason: &'static str,
+    reason: Reason,
     message: String,
     stalled: bool,
     same_message: bool,
@@ -253,7 +253,7 @@ mod tests {
         }
     }
 
-    fn refuse(reason: &'static str, message: &str, stalled: bool, event: bool) -> Refusal {
+    fn refuse(reason: Reason, message: &str, stalled: bool, event: bool) -> Refusal {
         Refusal {
             reason,
             message: message.into(),
@@ -270,7 +270,7 @@ mod tests {
     fn every_path_of_a_reconcile() {
         use Decision::*;
         use FinalizerChange::*;
-        let not_allowed = [stalled(NOT_ALLOWED, "no")];
+        let not_allowed = [stalled(NOT_ALLOWED.as_str(), "no")];
         let duplicate = [stalled("DuplicateTarget", "older")];
         let sync = |finalizer| Sync {
             finalizer,
@@ -419,7 +419,7 @@ mod tests {
                 "paused: Ready=False, no Event",
                 Box::new(|f| f.paused = true),
                 Refuse {
-                    refusal: refuse("Paused", PAUSED_MESSAGE, false, false),
+                    refusal: refuse(Reason::Paused, PAUSED_MESSAGE, false, false),
                     finalizer: Keep,
                     recheck: None,
                 },
@@ -431,7 +431,7 @@ mod tests {
                     f.observe = true
                 }),
                 Refuse {
-                    refusal: refuse("Paused", PAUSED_MESSAGE, false, false),
+                    refusal: refuse(Reason::Paused, PAUSED_MESSAGE, false, false),
                     finalizer: Remove,
                     recheck: None,
                 },
@@ -443,7 +443,7 @@ mod tests {
                     f.duplicate = Some("older")
                 }),
                 Refuse {
-                    refusal: refuse("Paused", PAUSED_MESSAGE, false, false),
+                    refusal: refuse(Reason::Paused, PAUSED_MESSAGE, false, false),
                     finalizer: Keep,
                     recheck: None,
                 },
@@ -452,7 +452,7 @@ mod tests {
                 "duplicate: Stalled, announced, looked at again",
                 Box::new(|f| f.duplicate = Some("older")),
                 Refuse {
-                    refusal: refuse("DuplicateTarget", "older", true, true),
+                    refusal: refuse(Reason::DuplicateTarget, "older", true, true),
                     finalizer: Keep,
                     recheck: Some(DUPLICATE_RECHECK),
                 },
@@ -464,7 +464,7 @@ mod tests {
                     f.has_finalizer = false
                 }),
                 Refuse {
-                    refusal: refuse("DuplicateTarget", "older", true, true),
+                    refusal: refuse(Reason::DuplicateTarget, "older", true, true),
                     finalizer: Keep,
                     recheck: Some(DUPLICATE_RECHECK),
                 },

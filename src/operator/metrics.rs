@@ -144,7 +144,8 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn conflict(&self, kind: &'static str, class: &'static str, count: u64) {
+    pub fn conflict(&self, kind: &'static str, class: crate::reason::Reason, count: u64) {
+        let class = class.as_str();
         self.conflicts
             .get_or_create(&Conflict { kind, class })
             .inc_by(count);

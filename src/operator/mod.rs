@@ -72,11 +72,12 @@ pub enum OperatorError {
 }
 
 impl OperatorError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> crate::reason::Reason {
+        use crate::reason::Reason;
         match self {
-            OperatorError::Kube(_) => "KubernetesError",
+            OperatorError::Kube(_) => Reason::KubernetesError,
             OperatorError::DataPlane(err) => err.kind.reason(),
-            OperatorError::Internal(_) => "InternalError",
+            OperatorError::Internal(_) => Reason::InternalError,
         }
     }
 }

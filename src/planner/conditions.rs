@@ -24,73 +24,58 @@ const ORDER: [&str; 5] = [READY, SYNCED, CONVERGED, RECONCILING, STALLED];
 /// can quote large values, and status objects should stay small.
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 
-/// Reasons used by the planner and controllers. Data-plane failures use
-/// `ErrorKind::reason()`; all reasons come from fixed sets so that metric labels and
-/// Event reasons stay bounded.
-pub mod reason {
-    /// Ready: the cloud matches the spec.
-    pub const IN_SYNC: &str = "InSync";
-    /// Ready: `managementPolicy: Observe`, the cloud state is mirrored.
-    pub const OBSERVED: &str = "Observed";
-    /// Ready: the retained message expired by its own `messageExpiry`.
-    pub const EXPIRED: &str = "Expired";
-    /// Progressing: a write or publish is under way.
-    pub const WRITING: &str = "Writing";
-    /// Progressing: a benign version conflict is being retried.
-    pub const VERSION_CONFLICT: &str = "VersionConflict";
-    /// Progressing: cleanup on deletion.
-    pub const DELETING: &str = "Deleting";
-    /// Stalled: the spec fails validation.
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    /// Stalled: an out-of-band edit under `conflictPolicy: Preserve`.
-    pub const CONFLICT: &str = "Conflict";
-    /// Stalled: the data plane refused our credentials.
-    pub const ACCESS_DENIED: &str = "AccessDenied";
-    /// Failed: another, older resource owns the same target.
-    pub const DUPLICATE_TARGET: &str = "DuplicateTarget";
-    /// Failed: reconciliation paused by annotation.
-    pub const PAUSED: &str = "Paused";
-    /// Converged: the device reported every owned value.
-    pub const DEVICE_CONVERGED: &str = "DeviceConverged";
-    /// Converged=False: owned values are still in `delta`.
-    pub const AWAITING_DEVICE: &str = "AwaitingDevice";
-    /// Synced: the last data-plane call succeeded.
-    pub const SUCCEEDED: &str = "Succeeded";
+pub use crate::reason::Reason;
+
+/// A Synced or Converged condition as one outcome sets it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConditionState {
+    /// True or False.
+    pub holds: bool,
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl ConditionState {
+    /// The condition is True.
+    pub fn holds(reason: Reason, message: impl Into<String>) -> Self {
+        ConditionState {
+            holds: true,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// The condition is False.
+    pub fn fails(reason: Reason, message: impl Into<String>) -> Self {
+        ConditionState {
+            holds: false,
+            reason,
+            message: message.into(),
+        }
+    }
 }
 
 /// The overall state of one reconcile.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Health {
     /// Ready=True.
-    Ready {
-        reason: &'static str,
-        message: String,
-    },
+    Ready { reason: Reason, message: String },
     /// Ready=False and Reconciling=True: work in progress.
-    Progressing {
-        reason: &'static str,
-        message: String,
-    },
+    Progressing { reason: Reason, message: String },
     /// Ready=False with the error reason; retried, so neither Reconciling nor Stalled.
-    Failed {
-        reason: &'static str,
-        message: String,
-    },
+    Failed { reason: Reason, message: String },
     /// Ready=False and Stalled=True: needs a human.
-    Stalled {
-        reason: &'static str,
-        message: String,
-    },
+    Stalled { reason: Reason, message: String },
 }
 
 impl Health {
     /// The reason word.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
             Health::Ready { reason, .. }
             | Health::Progressing { reason, .. }
             | Health::Failed { reason, .. }
-            | Health::Stalled { reason, .. } => reason,
+            | Health::Stalled { reason, .. } => *reason,
         }
     }
 
@@ -110,7 +95,7 @@ impl Health {
 /// changed under `apply`): the one place that says what its status becomes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
     /// Stalled=True (it needs a human); else Ready=False alone (it waits for a change
     /// that is expected, such as the end of a pause).
@@ -144,47 +129,50 @@ impl Refusal {
         };
         let synced = self
             .not_synced
-            .then(|| (false, self.reason, self.message.clone()));
+            .then(|| ConditionState::fails(self.reason, self.message.clone()));
         set_conditions(conditions, generation, now, &health, synced, None);
     }
 }
 
-/// Sets the conditions for one reconcile outcome. `synced` and `converged` are
-/// `(status, reason, message)`, left as they were when `None` (not evaluated this time).
+/// Sets the conditions for one reconcile outcome. `synced` and `converged` are left as
+/// they were when `None` (not evaluated this time).
 pub fn set_conditions(
     conditions: &mut Vec<Condition>,
     generation: Option<i64>,
     now: &str,
     health: &Health,
-    synced: Option<(bool, &'static str, String)>,
-    converged: Option<(bool, &'static str, String)>,
+    synced: Option<ConditionState>,
+    converged: Option<ConditionState>,
 ) {
     let ready = matches!(health, Health::Ready { .. });
     upsert_condition(
         conditions,
         READY,
         ready,
-        health.reason(),
+        health.reason().as_str(),
         health.message(),
         generation,
         now,
     );
-    if let Some((status, reason, message)) = synced {
-        upsert_condition(
-            conditions, SYNCED, status, reason, &message, generation, now,
-        );
-    }
-    if let Some((status, reason, message)) = converged {
-        upsert_condition(
-            conditions, CONVERGED, status, reason, &message, generation, now,
-        );
+    for (type_, state) in [(SYNCED, synced), (CONVERGED, converged)] {
+        if let Some(state) = state {
+            upsert_condition(
+                conditions,
+                type_,
+                state.holds,
+                state.reason.as_str(),
+                &state.message,
+                generation,
+                now,
+            );
+        }
     }
     match health {
         Health::Progressing { reason, message } => upsert_condition(
             conditions,
             RECONCILING,
             true,
-            reason,
+            reason.as_str(),
             message,
             generation,
             now,
@@ -192,9 +180,15 @@ pub fn set_conditions(
         _ => remove_condition(conditions, RECONCILING),
     }
     match health {
-        Health::Stalled { reason, message } => {
-            upsert_condition(conditions, STALLED, true, reason, message, generation, now)
-        }
+        Health::Stalled { reason, message } => upsert_condition(
+            conditions,
+            STALLED,
+            true,
+            reason.as_str(),
+            message,
+            generation,
+            now,
+        ),
         _ => remove_condition(conditions, STALLED),
     }
 }
@@ -275,28 +269,28 @@ mod tests {
 
     fn ready() -> Health {
         Health::Ready {
-            reason: reason::IN_SYNC,
+            reason: Reason::InSync,
             message: "shadow version 42 matches the spec".into(),
         }
     }
 
     fn progressing() -> Health {
         Health::Progressing {
-            reason: reason::WRITING,
+            reason: Reason::Writing,
             message: "writing 2 paths".into(),
         }
     }
 
     fn stalled() -> Health {
         Health::Stalled {
-            reason: reason::CONFLICT,
+            reason: Reason::Conflict,
             message: "/power: cloud \"off\", spec \"on\"".into(),
         }
     }
 
     fn failed() -> Health {
         Health::Failed {
-            reason: "Throttled",
+            reason: Reason::Throttled,
             message: "ThrottlingException: rate exceeded".into(),
         }
     }
@@ -309,8 +303,12 @@ mod tests {
         find_condition(conditions, t).unwrap_or_else(|| panic!("no {t} condition"))
     }
 
-    fn synced(ok: bool) -> Option<(bool, &'static str, String)> {
-        Some((ok, reason::SUCCEEDED, String::new()))
+    fn synced(ok: bool) -> Option<ConditionState> {
+        Some(ConditionState {
+            holds: ok,
+            reason: Reason::Succeeded,
+            message: String::new(),
+        })
     }
 
     #[test]
@@ -338,12 +336,12 @@ mod tests {
         set_conditions(&mut c, Some(1), T1, &progressing(), None, None);
         assert_eq!(types(&c), vec![READY, RECONCILING]);
         assert_eq!(get(&c, RECONCILING).status, "True");
-        assert_eq!(get(&c, RECONCILING).reason, reason::WRITING);
+        assert_eq!(get(&c, RECONCILING).reason, Reason::Writing);
 
         set_conditions(&mut c, Some(1), T2, &stalled(), None, None);
         assert_eq!(types(&c), vec![READY, STALLED]);
         assert_eq!(get(&c, STALLED).status, "True");
-        assert_eq!(get(&c, STALLED).reason, reason::CONFLICT);
+        assert_eq!(get(&c, STALLED).reason, Reason::Conflict);
         assert!(get(&c, READY).message.contains("/power"));
 
         set_conditions(&mut c, Some(2), T3, &ready(), None, None);
@@ -382,10 +380,9 @@ mod tests {
     #[test]
     fn same_facts_give_byte_identical_conditions() {
         let converged = || {
-            Some((
-                false,
-                reason::AWAITING_DEVICE,
-                "/power not reported".to_string(),
+            Some(ConditionState::fails(
+                Reason::AwaitingDevice,
+                "/power not reported",
             ))
         };
         let mut first = Vec::new();
@@ -415,7 +412,7 @@ mod tests {
     #[test]
     fn synced_and_converged_are_kept_when_not_given() {
         let mut c = Vec::new();
-        let converged = Some((true, reason::DEVICE_CONVERGED, String::new()));
+        let converged = Some(ConditionState::holds(Reason::DeviceConverged, ""));
         set_conditions(&mut c, Some(1), T1, &ready(), synced(true), converged);
         let before_synced = get(&c, SYNCED).clone();
         let before_converged = get(&c, CONVERGED).clone();
@@ -439,7 +436,7 @@ mod tests {
             &mut c,
             STALLED,
             true,
-            reason::INVALID_SPEC,
+            Reason::InvalidSpec.as_str(),
             "bad",
             Some(1),
             T1,
@@ -448,7 +445,7 @@ mod tests {
             &mut c,
             CONVERGED,
             false,
-            reason::AWAITING_DEVICE,
+            Reason::AwaitingDevice.as_str(),
             "",
             Some(1),
             T1,
@@ -464,7 +461,15 @@ mod tests {
     fn long_messages_are_cut_on_a_character_boundary() {
         let mut c = Vec::new();
         let long = "é".repeat(MAX_MESSAGE_BYTES);
-        upsert_condition(&mut c, READY, false, reason::CONFLICT, &long, None, T1);
+        upsert_condition(
+            &mut c,
+            READY,
+            false,
+            Reason::Conflict.as_str(),
+            &long,
+            None,
+            T1,
+        );
         let m = &get(&c, READY).message;
         assert!(m.len() <= MAX_MESSAGE_BYTES);
         assert!(m.ends_with('…'));

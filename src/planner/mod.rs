@@ -6,12 +6,15 @@
 //! - [`json`]: value equality with numbers compared by value, and canonical encoding;
 //! - [`shadow`]: what to write to a shadow, out-of-band edits, 409 classification, mirror;
 //! - [`retained`]: what to publish as a retained message and when;
+//! - [`pass`]: one whole reconcile pass as a state machine: which call comes next, and
+//!   the status, conditions and events its answers lead to (the caller does the calls);
 //! - [`conditions`]: kstatus conditions that only change when the facts change;
 //! - [`tenancy`]: which things and topics a namespace's annotations allow;
 //! - [`rollout`]: staged rollouts of one template to a fleet: which devices get it now.
 
 pub mod conditions;
 pub mod json;
+pub mod pass;
 pub mod paths;
 pub mod retained;
 pub mod rollout;

@@ -127,6 +127,17 @@ pub fn publish_request(
     })
 }
 
+/// The Publish request that deletes the topic's retained message: an empty retained
+/// payload (subscribers receive it too).
+pub fn delete_request(spec: &RetainedMessageSpec) -> PublishRequest {
+    PublishRequest {
+        topic: spec.topic.clone(),
+        qos: i32::from(spec.qos),
+        retain: true,
+        ..Default::default()
+    }
+}
+
 fn decode_base64(encoded: &str) -> Result<Vec<u8>, base64::DecodeError> {
     // YAML block scalars wrap long base64 over several lines.
     let cleaned: String = encoded.split_ascii_whitespace().collect();
@@ -302,6 +313,97 @@ pub fn adoptable(desired: &PublishRequest) -> bool {
             .content_type
             .as_deref()
             .is_none_or(|c| c == "application/json")
+}
+
+/// The spec changed since the last recorded publish (`sha` is not `appliedSha256`), yet
+/// the cloud shows exactly the new spec, and what it shows is not what the status last
+/// recorded of the cloud: the content moved, after our record, to precisely our new
+/// payload. That is our own publish whose record was lost (a dropped answer, a crash
+/// before the status write, a failed status write): it is adopted, not published again,
+/// because a publish reaches every subscriber.
+///
+/// Only a change of the visible content counts: a spec change in user properties alone
+/// cannot be told from the old message, so it is published (at worst once more). As in
+/// the adoption of an existing message by [`plan_retained`], a spec that sets attributes
+/// GetRetainedMessage cannot show (content type other than JSON's, expiry, response
+/// topic, correlation data) is published all the same, so that they are pinned even if
+/// someone else put the same content there. A resource never published (no
+/// `appliedSha256`) is left to [`plan_retained`]'s adoption rule.
+pub fn landed_unrecorded(
+    prior: &RetainedMessageStatus,
+    sha: &str,
+    desired: &PublishRequest,
+    observed: &RetainedMessageData,
+) -> bool {
+    let Some(applied) = prior.applied_sha256.as_deref() else {
+        return false;
+    };
+    if applied == sha || !adoptable(desired) || !same_message(desired, observed) {
+        return false;
+    }
+    let observed_sha = hex::encode(Sha256::digest(&observed.payload));
+    prior.payload_sha256.as_deref() != Some(observed_sha.as_str())
+        || prior.qos != u8::try_from(observed.qos).ok()
+}
+
+/// After a publish whose answer was lost: whether `after`, the retained message read
+/// back, is `desired` stored after `before` (the message read before the publish).
+///
+/// A new store time, or the desired payload where another one was: AWS (and the local
+/// data plane) keep milliseconds, so two publishes can share a store time.
+pub fn publish_landed(
+    desired: &PublishRequest,
+    before: Option<&RetainedMessageData>,
+    after: &RetainedMessageData,
+) -> bool {
+    let stored_since = before.is_none_or(|b| {
+        after.last_modified_time != b.last_modified_time || !same_message(desired, b)
+    });
+    same_message(desired, after) && stored_since
+}
+
+/// `field: old -> new` lines for a planned publish (`shadowsync diff`); payloads by size
+/// and hash only.
+pub fn describe_publish(
+    observed: Option<&RetainedMessageData>,
+    desired: &PublishRequest,
+) -> Vec<String> {
+    let digest = payload_fingerprint;
+    let Some(observed) = observed else {
+        return vec![
+            format!("payload: (none) -> {}", digest(&desired.payload)),
+            format!("qos: (none) -> {}", desired.qos),
+        ];
+    };
+    let mut lines = Vec::new();
+    if observed.payload != desired.payload {
+        lines.push(format!(
+            "payload: {} -> {}",
+            digest(&observed.payload),
+            digest(&desired.payload)
+        ));
+    }
+    if observed.qos != desired.qos {
+        lines.push(format!("qos: {} -> {}", observed.qos, desired.qos));
+    }
+    if observed.user_properties != desired.user_properties {
+        let show = |props: &[(String, String)]| {
+            props
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        lines.push(format!(
+            "userProperties: [{}] -> [{}]",
+            show(&observed.user_properties),
+            show(&desired.user_properties)
+        ));
+    }
+    if lines.is_empty() {
+        lines.push("attributes not returned by AWS changed (content type, expiry, response topic or correlation data)".into());
+    }
+    lines
 }
 
 /// What GetRetainedMessage can show: payload, qos, user properties (in order).

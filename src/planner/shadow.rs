@@ -7,8 +7,9 @@ use sha2::{Digest, Sha256};
 
 use super::json::{canonical_map, non_null, present_equal};
 use super::paths::{is_ancestor, leaves, lookup, parse_pointer, patch_from_pairs};
+use crate::api::validate::FieldError;
 use crate::api::{ConflictPolicy, ShadowMirror, ThingShadowSpec, ThingShadowStatus};
-use crate::dataplane::ShadowDocument;
+use crate::dataplane::{ShadowDocument, ShadowLimits, ShadowState};
 
 /// What this resource owns in the shadow and what it last confirmed there.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -334,6 +335,108 @@ pub fn owned_delta_paths(delta: Option<&Value>, managed_paths: &[String]) -> Vec
     out.sort();
     out.dedup();
     out
+}
+
+/// The document after our write, computed from the read before it (`before`), the
+/// write (`update`) and its answer: the write carried that read's version, so nothing
+/// else can have landed in between. The status mirrors this prediction, so the next
+/// read of an unchanged shadow finds the status as it is and no status write follows.
+pub fn after_write(
+    before: Option<&ShadowDocument>,
+    update: &Value,
+    response: &ShadowDocument,
+) -> ShadowDocument {
+    let mut desired = before
+        .and_then(|d| d.state.desired.clone())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    if let Some(patch) = update.pointer("/state/desired") {
+        crate::shadow::merge(&mut desired, patch);
+    }
+    let reported = before.and_then(|d| d.state.reported.clone());
+    let delta = match (&desired, &reported) {
+        (d, Some(r)) => crate::shadow::delta(d, r),
+        (d, None) => crate::shadow::delta(d, &Value::Object(Map::new())),
+    };
+    let empty = desired.as_object().is_some_and(Map::is_empty);
+    ShadowDocument {
+        state: ShadowState {
+            desired: (!empty).then_some(desired),
+            reported,
+            delta,
+        },
+        metadata: before.map(|d| d.metadata.clone()).unwrap_or_default(),
+        version: response.version,
+        timestamp: response.timestamp,
+        client_token: None,
+    }
+}
+
+/// The write `update` would make the shadow larger than the document limit: the error that
+/// says so, naming `spec.desired`.
+///
+/// The limit applies to the merged document: a spec that fits alone can still overflow
+/// next to what the device reported. Such a write is refused before it is sent, as an
+/// invalid spec, instead of being sent to answer 413.
+pub fn merged_too_large(
+    before: Option<&ShadowDocument>,
+    update: &Value,
+    limits: &ShadowLimits,
+) -> Option<FieldError> {
+    let section = |value: Option<&Value>| match value {
+        Some(Value::Object(map)) => map.clone(),
+        _ => Map::new(),
+    };
+    let mut desired = Value::Object(section(before.and_then(|d| d.state.desired.as_ref())));
+    if let Some(patch) = update.pointer("/state/desired") {
+        crate::shadow::merge(&mut desired, patch);
+    }
+    let desired = section(Some(&desired));
+    let reported = section(before.and_then(|d| d.state.reported.as_ref()));
+    let size = crate::shadow::document_size(&desired, &reported);
+    (size > limits.max_document_bytes).then(|| {
+        FieldError::new(
+            "spec.desired",
+            None,
+            format!(
+                "merged with the shadow's current document (desired and reported) it would be \
+                 {size} bytes, more than the shadow document limit of {} bytes; make it smaller \
+                 or have the device report less",
+                limits.max_document_bytes
+            ),
+        )
+    })
+}
+
+/// Drops from an out-of-band verdict the paths that now hold exactly what `update` (our
+/// own write, answered 409) sets: that is our write having been applied with its answer
+/// lost and the retry refused, not someone else's edit. What remains is foreign.
+pub fn not_our_write(class: ConflictClass, update: &Value) -> ConflictClass {
+    let ConflictClass::OutOfBand(edits) = class else {
+        return class;
+    };
+    let written = update.pointer("/state/desired").unwrap_or(&Value::Null);
+    let foreign: Vec<_> = edits
+        .into_iter()
+        .filter(|edit| match lookup(written, &edit.path) {
+            Some(Value::Null) => edit.new.is_some(),
+            Some(value) => edit.new.as_ref() != Some(value),
+            None => true,
+        })
+        .collect();
+    if foreign.is_empty() {
+        ConflictClass::Benign
+    } else {
+        ConflictClass::OutOfBand(foreign)
+    }
+}
+
+/// A value for a message or a diff line, cut short.
+pub fn show(value: Option<&Value>) -> String {
+    match value {
+        None => "(absent)".into(),
+        Some(v) => super::pass::truncate(v.to_string(), 80),
+    }
 }
 
 /// One line per change, `path: cloud X, spec Y`, for status messages and Events.

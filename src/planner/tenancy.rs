@@ -36,7 +36,7 @@ pub const ALLOWED_TOPICS_ANNOTATION: &str = "iot.shadowsync.dev/allowed-topics";
 /// The operator flag that turns a missing annotation into "nothing allowed".
 pub const REQUIRE_ALLOWLIST_FLAG: &str = "--require-namespace-allowlist";
 /// The condition and Event reason of a resource outside its namespace's allowance.
-pub const NOT_ALLOWED: &str = "NotAllowed";
+pub const NOT_ALLOWED: crate::reason::Reason = crate::reason::Reason::NotAllowed;
 
 /// Longest annotation value quoted in a message.
 const QUOTE_LIMIT: usize = 200;

@@ -1,8 +1,10 @@
 //! One reconcile pass of one resource against a data plane.
 //!
-//! This is the thin I/O shell around the pure [`crate::planner`]: read the cloud state,
-//! plan, write with the version that was read, and on a 409 re-read and classify. It
-//! returns the new status and the events to emit, and never touches Kubernetes, so the
+//! This is the thin I/O shell around the pure [`crate::planner`]: the pass itself (what
+//! to call next, how to read each answer, what the status and events become) is the
+//! state machine in [`crate::planner::pass`]; this module performs the calls it asks for
+//! (read, write with the version read, re-read after a 409 with a backoff before it) and
+//! hands the answers back with the wall-clock time. It never touches Kubernetes, so the
 //! offline CLI (`apply`, `diff`) and the operator run exactly the same code.
 
 mod retained;
@@ -13,56 +15,16 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::Utc;
 
-use crate::api::ConflictStatus;
 use crate::backoff::{Backoff, Jitter};
 use crate::dataplane::{DataPlane, DataPlaneError, ErrorKind, ShadowLimits};
-use crate::planner::conditions::Health;
 
-pub use retained::{PayloadInput, RetainedPlanned, RetainedSyncResult};
-pub use shadow::{show, ShadowSyncResult};
-
-/// How a pass runs.
-#[derive(Clone, Debug, Default)]
-pub struct SyncOptions {
-    /// `metadata.generation` of the resource (None offline).
-    pub generation: Option<i64>,
-    /// Write even over an out-of-band edit under `conflictPolicy: Preserve`
-    /// (a forced sync through the `reconcile-requested-at` annotation).
-    pub force: bool,
-    /// Plan only: read, but never write (`shadowsync diff`).
-    pub dry_run: bool,
-    /// The `reconcile-requested-at` annotation value being handled, echoed to status.
-    pub reconcile_requested_at: Option<String>,
-}
-
-/// A Kubernetes-style event produced by a pass.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SyncEvent {
-    pub warning: bool,
-    /// CamelCase, from a fixed set.
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl SyncEvent {
-    fn normal(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            warning: false,
-            reason,
-            message: message.into(),
-        }
-    }
-
-    fn warning(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            warning: true,
-            reason,
-            message: message.into(),
-        }
-    }
-}
+pub use crate::planner::pass::retained::{PayloadInput, RetainedPlanned, RetainedSyncResult};
+pub use crate::planner::pass::shadow::ShadowSyncResult;
+pub(crate) use crate::planner::pass::truncate;
+pub use crate::planner::pass::{SyncEvent, SyncOptions};
+pub use crate::planner::shadow::show;
 
 /// Runs passes against one data plane.
 #[derive(Clone)]
@@ -121,56 +83,6 @@ impl Syncer {
     }
 }
 
-/// Current time as RFC 3339 with second precision, the format Kubernetes uses.
-pub(crate) fn rfc3339(time: DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// Records one conflict in a status' conflict block.
-pub(crate) fn record_conflict(
-    conflicts: &mut Option<ConflictStatus>,
-    reason: &str,
-    expected_version: Option<u64>,
-    actual_version: Option<u64>,
-    now: &str,
-) {
-    let entry = conflicts.get_or_insert_with(ConflictStatus::default);
-    entry.count += 1;
-    entry.last_time = Some(now.to_string());
-    entry.last_reason = Some(reason.to_string());
-    entry.expected_version = expected_version;
-    entry.actual_version = actual_version;
-}
-
-/// How a failed data-plane call shows in conditions (Ready=False in every case):
-/// - retryable (throttling, 5xx, unreachable): Reconciling=True, retried with backoff;
-/// - refused in a way no retry mends (access denied, 400, 413): Stalled=True;
-/// - anything else: Ready=False alone.
-pub(crate) fn failure(err: &DataPlaneError) -> (Health, Option<(bool, &'static str, String)>) {
-    let reason = err.kind.reason();
-    let message = truncate(err.to_string(), 512);
-    let health = if err.kind.is_retryable() {
-        Health::Progressing {
-            reason,
-            message: message.clone(),
-        }
-    } else if matches!(
-        err.kind,
-        ErrorKind::Unauthorized | ErrorKind::InvalidRequest | ErrorKind::RequestEntityTooLarge
-    ) {
-        Health::Stalled {
-            reason,
-            message: message.clone(),
-        }
-    } else {
-        Health::Failed {
-            reason,
-            message: message.clone(),
-        }
-    };
-    (health, Some((false, reason, message)))
-}
-
 /// Reads that answer 404 become `None`.
 pub(crate) fn found<T>(result: Result<T, DataPlaneError>) -> Result<Option<T>, DataPlaneError> {
     match result {
@@ -180,20 +92,7 @@ pub(crate) fn found<T>(result: Result<T, DataPlaneError>) -> Result<Option<T>, D
     }
 }
 
-/// Cuts a message for a condition or event at a character boundary.
-pub(crate) fn truncate(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut cut = max;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
-    text
-}
-
 /// The current time as a status timestamp.
 pub fn now() -> String {
-    rfc3339(Utc::now())
+    crate::planner::pass::rfc3339(Utc::now())
 }

@@ -13,7 +13,7 @@ use super::super::events::Record;
 use super::super::kinds::Managed;
 use super::super::Context;
 use super::{api_resource, FIELD_MANAGER};
-use crate::planner::conditions::Refusal;
+use crate::planner::conditions::{Reason, Refusal};
 
 /// Why `obj` does not decode, naming the field (`spec.thingName: invalid type: ...`).
 /// Decodes again with the path tracked: only for the rare object that failed.
@@ -35,7 +35,7 @@ pub(super) fn explain_undecodable<K: Managed>(obj: &DynamicObject) -> String {
 }
 
 /// The reason on an object that does not match the schema the operator was built with.
-const INVALID_OBJECT: &str = "InvalidObject";
+const INVALID_OBJECT: Reason = Reason::InvalidObject;
 
 /// Marks an object the operator cannot read (Stalled, reason `InvalidObject`) and records
 /// a Warning Event, once per generation. The CRD's schema refuses such objects, so they
@@ -132,7 +132,7 @@ pub(super) async fn report_undecodable<K: Managed>(
     }
     let record = Record {
         warning: true,
-        reason: INVALID_OBJECT,
+        reason: INVALID_OBJECT.as_str(),
         note: &message,
         action: "Reconcile",
     };

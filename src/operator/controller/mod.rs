@@ -29,6 +29,7 @@ use super::kinds::Managed;
 use super::refresh::Refreshes;
 use super::{Context, OperatorError};
 use crate::api::{ManagementPolicy, FINALIZER, PAUSED_ANNOTATION, RECONCILE_REQUESTED_ANNOTATION};
+use crate::reason::Reason;
 use crate::sync::{SyncEvent, SyncOptions};
 use watch::{after_outages, decoded, triggered};
 use writes::{add_finalizer, publish, remove_finalizer};
@@ -243,7 +244,7 @@ async fn reconcile_inner<K: Managed>(
                     Err(err) => {
                         let event = SyncEvent {
                             warning: true,
-                            reason: "CleanupFailed",
+                            reason: Reason::CleanupFailed,
                             message: format!("{target}: {err}"),
                         };
                         publish(ctx, obj, &[event]).await;
@@ -351,7 +352,10 @@ type Precedence = (Option<k8s_openapi::jiff::Timestamp>, bool, String, String);
 fn precedence<K: Managed>(o: &K) -> Precedence {
     let holds = o.status().is_some_and(|status| {
         let conditions = K::conditions(status);
-        !conditions.is_empty() && !conditions.iter().any(|c| c.reason == "DuplicateTarget")
+        !conditions.is_empty()
+            && !conditions
+                .iter()
+                .any(|c| c.reason == Reason::DuplicateTarget)
     });
     (
         o.meta().creation_timestamp.clone().map(|t| t.0),
@@ -364,7 +368,7 @@ fn precedence<K: Managed>(o: &K) -> Precedence {
 fn error_policy<K: Managed>(obj: Arc<Cached<K>>, err: &OperatorError, ctx: Arc<Context>) -> Action {
     let uid = obj.uid().unwrap_or_default();
     let delay = ctx.resources.next_backoff(&uid);
-    warn!(kind = K::KIND, name = %obj.name_any(), reason = err.reason(), error = %err,
+    warn!(kind = K::KIND, name = %obj.name_any(), reason = %err.reason(), error = %err,
           retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }

@@ -15,7 +15,7 @@ use super::super::{Context, OperatorError};
 use super::writes::{publish, write_status};
 use super::Owners;
 use crate::dataplane::availability::is_outage_reason;
-use crate::planner::conditions::Refusal;
+use crate::planner::conditions::{Reason, Refusal};
 use crate::sync::SyncEvent;
 
 /// A refused resource: its status says why (for this generation), an Event too when the
@@ -66,9 +66,9 @@ pub(super) async fn pass<K: Managed>(
         let before = K::conflicts(prior).map_or(0, |c| c.count);
         let new = after.count.saturating_sub(before);
         if new > 0 {
-            let class = match after.last_reason.as_deref() {
-                Some("OutOfBandEdit") => "OutOfBandEdit",
-                _ => "VersionConflict",
+            let class = match after.last_reason.as_deref().and_then(Reason::parse) {
+                Some(Reason::OutOfBandEdit) => Reason::OutOfBandEdit,
+                _ => Reason::VersionConflict,
             };
             ctx.metrics.conflict(K::KIND, class, new);
         }

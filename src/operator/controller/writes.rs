@@ -179,14 +179,14 @@ pub(in crate::operator) async fn publish<K: Managed>(ctx: &Context, obj: &K, eve
     let reference = obj.object_ref(&());
     for event in events {
         if event.warning {
-            warn!(kind = K::KIND, name = %obj.name_any(), reason = event.reason, "{}", event.message);
+            warn!(kind = K::KIND, name = %obj.name_any(), reason = %event.reason, "{}", event.message);
         } else {
-            info!(kind = K::KIND, name = %obj.name_any(), reason = event.reason, "{}", event.message);
+            info!(kind = K::KIND, name = %obj.name_any(), reason = %event.reason, "{}", event.message);
         }
         let note = crate::sync::truncate(event.message.clone(), 1000);
         let record = Record {
             warning: event.warning,
-            reason: event.reason,
+            reason: event.reason.as_str(),
             note: &note,
             action: "Reconcile",
         };

@@ -817,3 +817,53 @@ fn a_new_spec_leaf_over_someone_elses_key_is_a_spec_change() {
     assert_eq!(written(&plan), json!({"mode": "eco"}));
     assert!(out_of_band(&plan).is_empty());
 }
+
+mod merged_size {
+    use super::*;
+    use crate::dataplane::{ShadowDocument, ShadowLimits, ShadowState};
+    use serde_json::json;
+
+    fn doc(desired: Value, reported: Value) -> ShadowDocument {
+        ShadowDocument {
+            state: ShadowState {
+                desired: Some(desired),
+                reported: Some(reported),
+                delta: None,
+            },
+            version: 3,
+            ..Default::default()
+        }
+    }
+
+    fn limits(max_document_bytes: usize) -> ShadowLimits {
+        ShadowLimits {
+            max_document_bytes,
+            ..ShadowLimits::default()
+        }
+    }
+
+    #[test]
+    fn a_write_that_fits_alone_can_overflow_next_to_the_reported_state() {
+        let before = doc(json!({}), json!({"log": "r".repeat(60)}));
+        let update = json!({"state": {"desired": {"notes": "d".repeat(60)}}});
+        assert!(merged_too_large(None, &update, &limits(100)).is_none());
+        let error = merged_too_large(Some(&before), &update, &limits(100)).expect("too large");
+        assert_eq!(error.field, "spec.desired");
+        assert!(error
+            .rule
+            .contains("more than the shadow document limit of 100 bytes"));
+    }
+
+    #[test]
+    fn keys_the_write_removes_do_not_count() {
+        // The write nulls a large key it owned and sets a small one: the result is small.
+        let before = doc(json!({"old": "o".repeat(80)}), json!({}));
+        let update = json!({"state": {"desired": {"old": null, "new": 1}}});
+        assert!(merged_too_large(Some(&before), &update, &limits(100)).is_none());
+        // Exactly at the limit is allowed, one byte more is not.
+        let size =
+            crate::shadow::document_size(json!({"new": 1}).as_object().unwrap(), &Map::new());
+        assert!(merged_too_large(Some(&before), &update, &limits(size)).is_none());
+        assert!(merged_too_large(Some(&before), &update, &limits(size - 1)).is_some());
+    }
+}
