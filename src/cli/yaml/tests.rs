@@ -630,3 +630,25 @@ fn the_escapes_go_yaml_does_not_know_are_refused() {
     // In JSON, `\/` is JSON's and kubectl reads it.
     assert_eq!(read("{\"a\": \"x\\/y\"}"), Ok(json!({"a": "x/y"})));
 }
+
+#[test]
+fn floats_are_written_with_a_dot_and_a_signed_exponent() {
+    let v = json!([1.0, 0.5, 1e300, 1.5e-7, -2e21, 3, -4, u64::MAX]);
+    let Value::Array(items) = &v else {
+        unreachable!()
+    };
+    let shown: Vec<String> = items.iter().map(scalar_text).collect();
+    assert_eq!(
+        shown,
+        [
+            "1.0",
+            "0.5",
+            "1.0e+300",
+            "1.5e-7",
+            "-2.0e+21",
+            "3",
+            "-4",
+            "18446744073709551615"
+        ]
+    );
+}
