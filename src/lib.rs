@@ -19,6 +19,7 @@ pub mod api;
 pub mod backoff;
 pub mod cli;
 pub mod dataplane;
+pub mod fleet;
 pub mod kinds;
 pub mod operator;
 pub mod planner;

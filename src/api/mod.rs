@@ -7,18 +7,20 @@ mod common;
 mod retained_message;
 mod schema;
 mod thing_shadow;
+mod thing_shadow_set;
 pub mod validate;
 
 pub use common::*;
 pub use retained_message::*;
 pub use thing_shadow::*;
+pub use thing_shadow_set::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-/// API group of both kinds.
+/// API group of every kind.
 pub const GROUP: &str = "iot.shadowsync.dev";
-/// API version of both kinds.
+/// API version of every kind.
 pub const VERSION: &str = "v1alpha1";
 /// `apiVersion` as written in manifests.
 pub const API_VERSION: &str = "iot.shadowsync.dev/v1alpha1";
@@ -43,6 +45,11 @@ pub fn retained_message_crd() -> CustomResourceDefinition {
     RetainedMessage::crd()
 }
 
+/// The `ThingShadowSet` CustomResourceDefinition.
+pub fn thing_shadow_set_crd() -> CustomResourceDefinition {
+    ThingShadowSet::crd()
+}
+
 /// The content of `crds/thingshadows.yaml`.
 pub fn crd_yaml_thing_shadow() -> String {
     to_yaml(&thing_shadow_crd())
@@ -53,21 +60,28 @@ pub fn crd_yaml_retained_message() -> String {
     to_yaml(&retained_message_crd())
 }
 
-/// Both CRDs as one multi-document YAML stream, `ThingShadow` first: what `shadowsync crds`
-/// prints.
+/// The content of `crds/thingshadowsets.yaml`.
+pub fn crd_yaml_thing_shadow_set() -> String {
+    to_yaml(&thing_shadow_set_crd())
+}
+
+/// The three CRDs as one multi-document YAML stream, `ThingShadow` first, then
+/// `RetainedMessage`, then `ThingShadowSet`: what `shadowsync crds` prints.
 pub fn crds_yaml() -> String {
     format!(
-        "{}---\n{}",
+        "{}---\n{}---\n{}",
         crd_yaml_thing_shadow(),
-        crd_yaml_retained_message()
+        crd_yaml_retained_message(),
+        crd_yaml_thing_shadow_set()
     )
 }
 
 /// The committed CRD files: (path relative to the repository root, content).
-pub fn crd_files() -> [(&'static str, String); 2] {
+pub fn crd_files() -> [(&'static str, String); 3] {
     [
         ("crds/thingshadows.yaml", crd_yaml_thing_shadow()),
         ("crds/retainedmessages.yaml", crd_yaml_retained_message()),
+        ("crds/thingshadowsets.yaml", crd_yaml_thing_shadow_set()),
     ]
 }
 

@@ -702,5 +702,8 @@ fn is_dns_subdomain(name: &str) -> bool {
         })
 }
 
+mod fleet;
+pub use fleet::*;
+
 #[cfg(test)]
 mod tests;
