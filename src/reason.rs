@@ -122,6 +122,22 @@ reasons! {
     InvalidQuery,
     /// The fleet index is not ready.
     IndexNotReady,
+    // ThingShadowSet rollouts.
+    /// Every selected thing carries the template (Ready=True).
+    RolloutComplete,
+    /// A template revision is being rolled out (Reconciling=True).
+    RolloutProgressing,
+    /// More devices failed than `maxFailures` allows (Stalled=True).
+    RolloutAborted,
+    /// The rollout went on to its next step (an Event).
+    StepAdvanced,
+    /// Devices were returned to the last complete template (an Event).
+    RolledBack,
+    /// The set's membership cannot be read from the registry.
+    MembershipUnavailable,
+    /// Another object holds the name of a set's child, or another resource the thing's
+    /// shadow.
+    ThingConflict,
     // Operator failures (logs only).
     /// A Kubernetes API call failed.
     KubernetesError,

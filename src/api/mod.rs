@@ -31,6 +31,15 @@ pub const PAUSED_ANNOTATION: &str = "iot.shadowsync.dev/paused";
 /// Annotation whose new value forces a sync; echoed to `status.lastHandledReconcileAt`.
 pub const RECONCILE_REQUESTED_ANNOTATION: &str = "iot.shadowsync.dev/reconcile-requested-at";
 
+/// Label on every child of a `ThingShadowSet`: the name of its set (`kubectl get tshadow -l
+/// iot.shadowsync.dev/set=lamps`).
+pub const SET_LABEL: &str = "iot.shadowsync.dev/set";
+/// Annotation on every child of a `ThingShadowSet`: the template revision it carries.
+pub const REVISION_ANNOTATION: &str = "iot.shadowsync.dev/template-revision";
+/// Annotation on every child of a `ThingShadowSet`: when it was given that revision (RFC 3339); a step's
+/// timeout counts from here.
+pub const REVISION_TIME_ANNOTATION: &str = "iot.shadowsync.dev/revision-time";
+
 /// First line of every generated CRD document.
 const GENERATED_HEADER: &str =
     "# Generated from the Rust types in src/api by `shadowsync crds`. Do not edit.\n";

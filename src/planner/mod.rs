@@ -13,6 +13,7 @@
 //! - [`rollout`]: staged rollouts of one template to a fleet: which devices get it now.
 
 pub mod conditions;
+pub mod fleet;
 pub mod json;
 pub mod pass;
 pub mod paths;
