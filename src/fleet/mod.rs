@@ -7,6 +7,8 @@
 //! - The membership (`membership`): the selector resolved against the registry, every
 //!   page followed.
 
+pub mod membership;
+
 use sha2::{Digest, Sha256};
 
 use crate::api::ShadowTemplate;
