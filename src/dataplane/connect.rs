@@ -1,6 +1,7 @@
 //! Choosing and building a data plane from plain settings: the one place where a
 //! caller's wishes (which implementation, where, how fast) become an
-//! `Arc<dyn DataPlane>` wrapped in [`Resilient`].
+//! `Arc<dyn DataPlane>` wrapped in [`Resilient`], and the same store's
+//! `Arc<dyn Registry>` wrapped in [`RetryingRegistry`].
 //!
 //! Every front end goes through here (the CLI commands, the operator, the benchmarks),
 //! so they all get the same defaults, the same rate limits and the same wording of
@@ -12,6 +13,8 @@ use std::sync::Arc;
 
 use super::aws::{AwsDataPlane, AwsOptions};
 use super::embedded::EmbeddedDataPlane;
+use super::registry::retrying::RetryingRegistry;
+use super::registry::Registry;
 use super::resilient::{CallObserver, RateLimit, ResiliencePolicy, Resilient};
 use super::{DataPlane, ShadowLimits};
 
@@ -79,62 +82,102 @@ impl DataPlaneSettings {
     /// Builds the data plane, wrapped in the rate limiter and retry policy. Returns it with
     /// a one-line description for the user. `default_db` is where the embedded store lives
     /// when `db` is not set (None: in memory).
+    ///
+    /// For the registry too, use [`DataPlaneSettings::connect_with_registry`].
     pub async fn connect(
         &self,
         default_db: Option<&Path>,
         observer: Option<Arc<dyn CallObserver>>,
     ) -> Result<(Arc<dyn DataPlane>, String), String> {
-        let (inner, description): (Arc<dyn DataPlane>, String) = match self.kind() {
-            DataPlaneKind::Embedded => {
-                let store = match self.db.as_deref().or(default_db) {
-                    Some(path) => {
-                        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                            std::fs::create_dir_all(dir)
-                                .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
-                        }
-                        let store = EmbeddedDataPlane::open(path).map_err(|err| {
-                            format!(
-                                "cannot open the data-plane database {}: {err}",
-                                path.display()
+        let connected = self.connect_with_registry(default_db, observer).await?;
+        Ok((connected.data_plane, connected.description))
+    }
+
+    /// [`DataPlaneSettings::connect`], with the registry of the same account: one store
+    /// serves both (the embedded store is one object, in memory or on its file; the AWS
+    /// adapter is one client pair), so a thing group created through
+    /// [`Connected::registry`] is the one the data plane's fleet is listed from. The data
+    /// plane is wrapped in [`Resilient`] (`observer` sees its calls), the registry in
+    /// [`RetryingRegistry`] with its default policy (registry calls are not reported to
+    /// `observer`: the metrics' operation labels are the data-plane ones).
+    pub async fn connect_with_registry(
+        &self,
+        default_db: Option<&Path>,
+        observer: Option<Arc<dyn CallObserver>>,
+    ) -> Result<Connected, String> {
+        let (data_plane, registry, description): (Arc<dyn DataPlane>, Arc<dyn Registry>, String) =
+            match self.kind() {
+                DataPlaneKind::Embedded => {
+                    let (store, description) = match self.db.as_deref().or(default_db) {
+                        Some(path) => {
+                            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                                std::fs::create_dir_all(dir).map_err(|err| {
+                                    format!("cannot create {}: {err}", dir.display())
+                                })?;
+                            }
+                            let store = EmbeddedDataPlane::open(path).map_err(|err| {
+                                format!(
+                                    "cannot open the data-plane database {}: {err}",
+                                    path.display()
+                                )
+                            })?;
+                            (
+                                store,
+                                format!(
+                                    "embedded data plane stored in {} (no AWS account is used; pass --endpoint-url or --data-plane aws for a real one)",
+                                    path.display()
+                                ),
                             )
-                        })?;
-                        (
-                            store,
-                            format!(
-                                "embedded data plane stored in {} (no AWS account is used; pass --endpoint-url or --data-plane aws for a real one)",
-                                path.display()
-                            ),
-                        )
-                    }
-                    None => (
-                        EmbeddedDataPlane::in_memory(),
-                        "embedded data plane in memory (no AWS account is used)".to_string(),
-                    ),
-                };
-                (Arc::new(store.0.with_limits(self.limits())), store.1)
-            }
-            DataPlaneKind::Aws => {
-                let aws = AwsDataPlane::connect(AwsOptions {
-                    endpoint_url: self.endpoint_url.clone(),
-                    region: self.region.clone(),
-                })
-                .await
-                .map_err(|err| err.to_string())?;
-                let description = format!("AWS IoT data plane at {}", aws.endpoint());
-                (Arc::new(aws), description)
-            }
-        };
-        let mut resilient = Resilient::new(inner, self.policy());
+                        }
+                        None => (
+                            EmbeddedDataPlane::in_memory(),
+                            "embedded data plane in memory (no AWS account is used)".to_string(),
+                        ),
+                    };
+                    let store = Arc::new(store.with_limits(self.limits()));
+                    (store.clone(), store, description)
+                }
+                DataPlaneKind::Aws => {
+                    let aws = AwsDataPlane::connect(AwsOptions {
+                        endpoint_url: self.endpoint_url.clone(),
+                        region: self.region.clone(),
+                    })
+                    .await
+                    .map_err(|err| err.to_string())?;
+                    let description = format!("AWS IoT data plane at {}", aws.endpoint());
+                    let aws = Arc::new(aws);
+                    (aws.clone(), aws, description)
+                }
+            };
+        let mut resilient = Resilient::new(data_plane, self.policy());
         if let Some(observer) = observer {
             resilient = resilient.with_observer(observer);
         }
-        Ok((Arc::new(resilient), description))
+        Ok(Connected {
+            data_plane: Arc::new(resilient),
+            registry: Arc::new(RetryingRegistry::new(registry)),
+            description,
+        })
     }
+}
+
+/// What [`DataPlaneSettings::connect_with_registry`] built: the data plane and the
+/// registry of one store, each behind its rate limit and retries.
+pub struct Connected {
+    /// Wrapped in [`Resilient`].
+    pub data_plane: Arc<dyn DataPlane>,
+    /// The same store's registry, wrapped in [`RetryingRegistry`].
+    pub registry: Arc<dyn Registry>,
+    /// One line for the user: what was connected to.
+    pub description: String,
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
+    use crate::dataplane::registry::{Attributes, ThingGroupSpec};
 
     fn settings() -> DataPlaneSettings {
         DataPlaneSettings {
@@ -207,5 +250,101 @@ mod tests {
             limits.max_payload_bytes,
             ShadowLimits::default().max_payload_bytes
         );
+    }
+
+    async fn fill(connected: &Connected) {
+        let registry = &connected.registry;
+        registry
+            .create_thing("lamp-1", &Attributes::new())
+            .await
+            .expect("thing");
+        registry
+            .create_thing_group("lamps", &ThingGroupSpec::default())
+            .await
+            .expect("group");
+        registry
+            .add_thing_to_thing_group("lamps", "lamp-1")
+            .await
+            .expect("member");
+        connected
+            .data_plane
+            .update_thing_shadow(
+                "lamp-1",
+                None,
+                Bytes::from_static(br#"{"state":{"desired":{"on":true}}}"#),
+            )
+            .await
+            .expect("shadow");
+    }
+
+    #[tokio::test]
+    async fn a_group_created_through_the_registry_is_seen_by_the_same_connection() {
+        let connected = settings()
+            .connect_with_registry(None, None)
+            .await
+            .expect("in memory");
+        assert_eq!(
+            connected.description,
+            "embedded data plane in memory (no AWS account is used)"
+        );
+        fill(&connected).await;
+
+        let page = connected
+            .registry
+            .list_things_in_thing_group("lamps", false, None, None)
+            .await
+            .expect("the group exists in this connection");
+        assert_eq!(page.things, ["lamp-1"]);
+        let shadow = connected
+            .data_plane
+            .get_thing_shadow("lamp-1", None)
+            .await
+            .expect("shadow");
+        assert_eq!(shadow.version, 1);
+    }
+
+    #[tokio::test]
+    async fn one_file_store_serves_both_and_keeps_both() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nested/plane.redb");
+        let settings = DataPlaneSettings {
+            db: Some(path.clone()),
+            ..settings()
+        };
+        {
+            let connected = settings
+                .connect_with_registry(None, None)
+                .await
+                .expect("file");
+            assert!(connected.description.contains("plane.redb"));
+            // redb locks its file while a store has it open: the data plane and the
+            // registry above are one store, or the second of them could not have opened.
+            let again = settings.connect_with_registry(None, None).await;
+            let err = again.err().expect("the file is in use");
+            assert!(err.contains("cannot open the data-plane database"), "{err}");
+            fill(&connected).await;
+        }
+
+        // Both halves were written to the one file.
+        let store = EmbeddedDataPlane::open(&path).expect("reopened");
+        let page = store
+            .list_things_in_thing_group("lamps", false, None, None)
+            .await
+            .expect("group");
+        assert_eq!(page.things, ["lamp-1"]);
+        assert!(store.get_thing_shadow("lamp-1", None).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn connect_gives_the_data_plane_of_connect_with_registry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let default_db = dir.path().join("default.redb");
+        let (data_plane, description) = settings()
+            .connect(Some(&default_db), None)
+            .await
+            .expect("default file");
+        assert!(description.contains("default.redb"), "{description}");
+        assert!(data_plane.get_thing_shadow("none", None).await.is_err());
+        assert!(default_db.exists());
     }
 }

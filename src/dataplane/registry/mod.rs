@@ -28,8 +28,13 @@
 //!
 //! SearchIndex runs the query language subset described in [`query`] against the
 //! `AWS_Things` index, with no indexing delay.
+//!
+//! Callers get a registry wrapped in [`retrying::RetryingRegistry`] (an account-wide rate
+//! limit and retries of throttling, 5xx and transport failures), from
+//! [`DataPlaneSettings::connect_with_registry`](super::connect::DataPlaneSettings::connect_with_registry).
 
 pub mod query;
+pub mod retrying;
 
 use std::collections::BTreeMap;
 
