@@ -30,10 +30,8 @@ use std::time::{Duration, Instant};
 
 use e2e::*;
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::core::ApiResource;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use shadowsync::api::{RetainedMessage, ThingShadow};
 use shadowsync::dataplane::resilient::{ResiliencePolicy, Resilient};
 use shadowsync::dataplane::server::TargetStats;
 use shadowsync::dataplane::DataPlane;
@@ -152,11 +150,7 @@ impl Figures {
 }
 
 fn kind_api(s: &Stack, kind: Kind) -> Api<DynamicObject> {
-    let resource = match kind {
-        Kind::Shadow => ApiResource::erase::<ThingShadow>(&()),
-        Kind::Retained => ApiResource::erase::<RetainedMessage>(&()),
-    };
-    Api::namespaced_with(s.client.clone(), NAMESPACE, &resource)
+    Api::namespaced_with(s.client.clone(), NAMESPACE, &kind.resource())
 }
 
 /// The resources not yet Ready for their generation (`Err` while the apiserver is away).

@@ -1952,62 +1952,6 @@ spec:
     );
 }
 
-/// kubectl against the stack's apiserver, with its caches in the test directory.
-struct Kubectl {
-    binary: std::path::PathBuf,
-    kubeconfig: std::path::PathBuf,
-    home: std::path::PathBuf,
-}
-
-impl Kubectl {
-    fn new(binary: std::path::PathBuf, s: &Stack) -> Self {
-        let home = s.dir.join("kubectl-home");
-        std::fs::create_dir_all(&home).expect("kubectl home");
-        Kubectl {
-            binary,
-            kubeconfig: s.kubeconfig.clone(),
-            home,
-        }
-    }
-
-    /// Runs kubectl (on a blocking-friendly thread); returns success, stdout, stderr.
-    fn run(&self, args: &[&str]) -> (bool, String, String) {
-        tokio::task::block_in_place(|| {
-            let output = std::process::Command::new(&self.binary)
-                .args(args)
-                .arg(format!("--cache-dir={}", self.home.join("cache").display()))
-                .env("KUBECONFIG", &self.kubeconfig)
-                .env("HOME", &self.home)
-                .stdin(std::process::Stdio::null())
-                .output()
-                .expect("kubectl runs");
-            (
-                output.status.success(),
-                String::from_utf8_lossy(&output.stdout).to_string(),
-                String::from_utf8_lossy(&output.stderr).to_string(),
-            )
-        })
-    }
-
-    /// Runs kubectl and returns stdout; fails the test on a non-zero exit.
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, stdout, stderr) = self.run(args);
-        assert!(ok, "kubectl {args:?} failed:\n{stdout}\n{stderr}");
-        stdout
-    }
-}
-
-/// The header and rows of kubectl's table output, split on whitespace.
-fn table(out: &str) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut lines = out
-        .lines()
-        .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
-    let header = lines.next().unwrap_or_default();
-    let rows: Vec<Vec<String>> = lines.filter(|r| !r.is_empty()).collect();
-    assert!(!rows.is_empty(), "no rows in:\n{out}");
-    (header, rows)
-}
-
 // ---------------------------------------------------------------------------------
 // data-plane faults
 

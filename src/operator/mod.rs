@@ -1,7 +1,8 @@
 //! `shadowsync run`: the operator.
 //!
 //! Wiring only: [`Settings`] (spelled as flags by the CLI), the Kubernetes client, the
-//! data plane (wrapped in the rate limiter and retry policy), one controller per kind,
+//! data plane and its registry (wrapped in the rate limiter and retry policy), one
+//! controller per kind (the sets' in [`fleet`]),
 //! leader election, `/metrics`, `/healthz`, `/readyz`, and graceful shutdown on SIGTERM.
 //! The reconcile logic lives in [`controller`], the per-kind parts in [`kinds`], the
 //! namespace allow-lists in [`tenancy`] and the Lease in [`leader`].
@@ -10,6 +11,7 @@ mod cache;
 mod controller;
 mod decide;
 mod events;
+mod fleet;
 mod health;
 mod http;
 mod kinds;
@@ -137,15 +139,20 @@ pub async fn run(settings: Settings) -> u8 {
     let availability = Arc::new(Availability::new(Some(metrics.clone())));
     let recoveries = availability.subscribe();
     let observer: Arc<dyn CallObserver> = availability;
-    let (dataplane, description) = match settings.dataplane.connect(None, Some(observer)).await {
-        Ok(pair) => pair,
+    let connected = match settings
+        .dataplane
+        .connect_with_registry(None, Some(observer))
+        .await
+    {
+        Ok(connected) => connected,
         Err(err) => {
             error!(error = %err, "cannot set up the data plane");
             return 2;
         }
     };
-    info!("using the {description}");
-    let syncer = Syncer::new(dataplane).with_limits(settings.dataplane.limits());
+    info!("using the {}", connected.description);
+    let registry = connected.registry;
+    let syncer = Syncer::new(connected.data_plane).with_limits(settings.dataplane.limits());
     let health = Arc::new(Health::new(settings.progress_deadline));
     let tenancy = tenancy::Tenancy::start(
         client.clone(),
@@ -220,8 +227,8 @@ pub async fn run(settings: Settings) -> u8 {
         }
     };
 
-    // Two controllers and the Namespace cache of the tenancy allow-lists.
-    health.expected.store(3, Ordering::SeqCst);
+    // Three controllers and the Namespace cache of the tenancy allow-lists.
+    health.expected.store(4, Ordering::SeqCst);
     let shadows = controller::run::<ThingShadow>(
         ctx.clone(),
         watched::<ThingShadow>(&client, settings.namespace.as_deref()),
@@ -244,11 +251,23 @@ pub async fn run(settings: Settings) -> u8 {
             }
         },
     );
+    let sets = fleet::run(
+        ctx.clone(),
+        registry,
+        settings.namespace.as_deref(),
+        leadership.until_stopped(stop_rx.clone()),
+        {
+            let health = health.clone();
+            move || {
+                health.synced.fetch_add(1, Ordering::SeqCst);
+            }
+        },
+    );
     info!(
         namespace = settings.namespace.as_deref().unwrap_or("(all)"),
         "controllers started"
     );
-    tokio::join!(shadows, retained);
+    tokio::join!(shadows, retained, sets);
 
     health.shutting_down.store(true, Ordering::SeqCst);
     let ended = leadership.end().await;

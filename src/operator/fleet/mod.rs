@@ -1,0 +1,591 @@
+//! The `ThingShadowSet` controller: gather → plan → act → record, like the other kinds,
+//! but its writes go to Kubernetes (the children), not to the data plane.
+//!
+//! - **Gather**: the set (kube-runtime's cache of the sets), its membership (read from
+//!   the registry when the selector changed or `resyncInterval` passed, never on every
+//!   pass; a failed read keeps the last membership), its children (`children`: one
+//!   watch of the labelled ThingShadows, reduced to facts), the things whose child name
+//!   another object holds.
+//! - **Plan**: `planner::fleet::plan_set`, pure.
+//! - **Act**: create children (`create`; a name held by another object makes the thing
+//!   conflicting), update them (JSON patch with the uid as a `test`: the spec replaced,
+//!   the revision annotations set), delete leavers (with a uid precondition). At most
+//!   [`WRITE_CONCURRENCY`] writes at once.
+//! - **Record**: the status by server-side apply with the operator's field manager, only
+//!   when it changed and at most once a second per set (passes are spaced by
+//!   [`MIN_PASS_INTERVAL`]: a rollout of thousands of devices changes children all the
+//!   time), Events of phase changes.
+//!
+//! Deleting a set deletes its children through Kubernetes garbage collection (each
+//! child's ownerReference has `controller` and `blockOwnerDeletion`), and each child's
+//! own finalizer runs its deletionPolicy; with foreground deletion the set goes last.
+//! The set itself has no finalizer.
+
+mod children;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{SecondsFormat, Utc};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector;
+use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use super::events::Record;
+use super::{Context, OperatorError, FIELD_MANAGER};
+use crate::api::validate::{parse_duration, validate_thing_shadow_set};
+use crate::api::{
+    ShadowTemplate, ThingShadow, ThingShadowSet, ThingShadowSetStatus, PAUSED_ANNOTATION,
+    REVISION_ANNOTATION, REVISION_TIME_ANNOTATION, SET_LABEL,
+};
+use crate::dataplane::registry::Registry;
+use crate::planner::fleet::naming::child_name;
+use crate::planner::fleet::{plan_set, ChildChange, Membership, SetInput};
+use children::{Children, SetKey};
+
+/// Objects per page of the children's list.
+const LIST_PAGE_SIZE: u32 = 100;
+/// Passes of one set are at least this far apart (and so are its status writes).
+pub const MIN_PASS_INTERVAL: Duration = Duration::from_secs(1);
+/// Child writes in flight at once, per set.
+pub const WRITE_CONCURRENCY: usize = 16;
+/// The kind, in logs and the liveness probe.
+const KIND: &str = "ThingShadowSet";
+
+/// What the controller remembers of one set between passes (by uid).
+#[derive(Default)]
+struct Remembered {
+    /// The selector the membership was read for (its JSON).
+    selector: String,
+    things: Option<Arc<Vec<String>>>,
+    read_at: Option<Instant>,
+    read_time: Option<chrono::DateTime<Utc>>,
+    error: Option<String>,
+    /// Things whose child name another object holds.
+    foreign: BTreeMap<String, String>,
+    last_pass: Option<Instant>,
+}
+
+struct Fleet {
+    ctx: Arc<Context>,
+    registry: Arc<dyn Registry>,
+    children: Arc<Children>,
+    remembered: Mutex<HashMap<String, Remembered>>,
+}
+
+/// Runs the set controller until `shutdown`. `ready` is called once the sets and the
+/// children are listed.
+pub async fn run(
+    ctx: Arc<Context>,
+    registry: Arc<dyn Registry>,
+    namespace: Option<&str>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    ready: impl FnOnce() + Send + 'static,
+) {
+    let client = ctx.client.clone();
+    let (sets, child_api): (Api<ThingShadowSet>, Api<DynamicObject>) = {
+        let resource = kube::core::ApiResource::erase::<ThingShadow>(&());
+        match namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced_with(client.clone(), ns, &resource),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all_with(client.clone(), &resource),
+            ),
+        }
+    };
+    let children = Arc::new(Children::default());
+    let fleet = Arc::new(Fleet {
+        ctx: ctx.clone(),
+        registry,
+        children: children.clone(),
+        remembered: Mutex::new(HashMap::new()),
+    });
+
+    let (reader, writer) = reflector::store::<ThingShadowSet>();
+    // A pass is needed when the spec (generation), the pause annotation or the deletion
+    // changes; not on the operator's own status writes.
+    let sets_stream = watcher::watcher(
+        sets,
+        watcher::Config::default()
+            .any_semantic()
+            .page_size(LIST_PAGE_SIZE),
+    )
+    .default_backoff()
+    .modify(|set: &mut ThingShadowSet| set.metadata.managed_fields = None)
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(trigger_key, Default::default());
+    let child_triggers = children::watch(
+        child_api,
+        children.clone(),
+        {
+            let ctx = ctx.clone();
+            move || ctx.health.progress.watch_answered(KIND)
+        },
+        {
+            let ctx = ctx.clone();
+            move || ctx.health.progress.watch_failed(KIND, Instant::now())
+        },
+    );
+    {
+        let store = reader.clone();
+        let children = children.clone();
+        tokio::spawn(async move {
+            loop {
+                let synced =
+                    tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready())
+                        .await;
+                match synced {
+                    Ok(Ok(())) if children.ready() => {
+                        info!(kind = KIND, "cache synced");
+                        ready();
+                        return;
+                    }
+                    Ok(Err(_)) => return,
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+    }
+    let shutdown = shutdown.shared();
+    let unsynced_shutdown = {
+        let shutdown = shutdown.clone();
+        let store = reader.clone();
+        async move {
+            shutdown.await;
+            if store.wait_until_ready().now_or_never().is_some() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let controller = Controller::for_stream(sets_stream, reader)
+        .with_config(kube::runtime::Config::default().concurrency(ctx.concurrency))
+        .reconcile_on(child_triggers)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile, error_policy, fleet)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                debug!(error = %err, "set reconcile loop");
+            }
+        });
+    tokio::select! {
+        () = controller => {}
+        () = unsynced_shutdown => {}
+    }
+    if shutdown.now_or_never().is_none() {
+        warn!(kind = KIND, "the controller stopped before shutdown");
+        ctx.health.progress.loop_ended(KIND);
+    }
+}
+
+/// What wakes a set: its generation, the pause annotation, deletion.
+fn trigger_key(set: &ThingShadowSet) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    set.metadata.generation.hash(&mut hasher);
+    paused(set).hash(&mut hasher);
+    set.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+fn paused(set: &ThingShadowSet) -> bool {
+    set.annotations()
+        .get(PAUSED_ANNOTATION)
+        .is_some_and(|v| v == "true")
+}
+
+fn error_policy(_set: Arc<ThingShadowSet>, err: &OperatorError, _fleet: Arc<Fleet>) -> Action {
+    warn!(error = %err, reason = %err.reason(), "set pass failed (retried)");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(set: Arc<ThingShadowSet>, fleet: Arc<Fleet>) -> Result<Action, OperatorError> {
+    let _running = fleet
+        .ctx
+        .health
+        .progress
+        .reconcile_started(KIND, Instant::now());
+    if set.metadata.deletion_timestamp.is_some() {
+        // Garbage collection deletes the children; nothing to write.
+        return Ok(Action::await_change());
+    }
+    if !fleet.children.ready() {
+        return Ok(Action::requeue(MIN_PASS_INTERVAL));
+    }
+    let (Some(namespace), Some(uid)) = (set.namespace(), set.uid()) else {
+        return Ok(Action::await_change());
+    };
+    let name = set.name_any();
+    // Space the passes: a rollout's children change all the time.
+    if let Some(wait) = fleet.too_soon(&uid) {
+        return Ok(Action::requeue(wait));
+    }
+
+    let limits = fleet.ctx.syncer.limits();
+    let valid = validate_thing_shadow_set(&name, &set.spec, &limits).is_ok();
+    let resync = parse_duration(&set.spec.resync_interval).unwrap_or(Duration::from_secs(300));
+    if valid {
+        fleet.read_membership(&uid, &set, resync).await;
+    }
+    let prior = set.status.clone().unwrap_or_default();
+    let key: SetKey = (namespace.clone(), name.clone());
+    let (things, read_time, error, foreign) = fleet.membership(&uid);
+    let now = Utc::now();
+    let plan = fleet.children.with_set(&key, |children| {
+        plan_set(&SetInput {
+            name: &name,
+            generation: set.metadata.generation,
+            spec: &set.spec,
+            prior: &prior,
+            membership: Membership {
+                things: things.as_deref().map(Vec::as_slice),
+                read_time,
+                error,
+            },
+            children,
+            foreign: &foreign,
+            paused: paused(&set),
+            now,
+            limits: &limits,
+        })
+    });
+
+    let owner = owner_reference(&set, &uid);
+    let writes: Vec<_> = plan
+        .changes
+        .iter()
+        .map(|change| fleet.perform(&namespace, &name, &owner, change))
+        .collect();
+    let outcomes = futures::stream::iter(writes)
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    let mut failures = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            Ok(Some((thing, why))) => fleet.foreign(&uid, thing, why),
+            Ok(None) => {}
+            Err(err) => failures.push(err),
+        }
+    }
+
+    for event in &plan.events {
+        let record = Record {
+            warning: event.warning,
+            reason: event.reason.as_str(),
+            note: &event.message,
+            action: "Rollout",
+        };
+        if let Err(err) = fleet
+            .ctx
+            .events
+            .publish(&record, &set.object_ref(&()))
+            .await
+        {
+            warn!(error = %err, set = %name, "cannot record an Event");
+        }
+    }
+    if plan.status != prior {
+        write_status(&fleet.ctx, &namespace, &name, &plan.status).await?;
+    }
+    if let Some(err) = failures.into_iter().next() {
+        return Err(err);
+    }
+    // Look again for a step timeout or the next membership read, whichever is first;
+    // changes of the children wake the set anyway.
+    let mut next = plan.recheck_after;
+    if valid && set.spec.selector.things.is_none() {
+        next = Some(next.map_or(resync, |n| n.min(resync)));
+    }
+    Ok(match next {
+        Some(after) => Action::requeue(after.max(MIN_PASS_INTERVAL)),
+        None => Action::await_change(),
+    })
+}
+
+impl Fleet {
+    /// `Some(wait)` when the last pass of the set was less than MIN_PASS_INTERVAL ago;
+    /// otherwise records this pass.
+    fn too_soon(&self, uid: &str) -> Option<Duration> {
+        let mut remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = remembered.entry(uid.to_string()).or_default();
+        let now = Instant::now();
+        if let Some(last) = entry.last_pass {
+            let since = now.duration_since(last);
+            if since < MIN_PASS_INTERVAL {
+                return Some(MIN_PASS_INTERVAL - since);
+            }
+        }
+        entry.last_pass = Some(now);
+        None
+    }
+
+    /// Reads the membership when the selector changed, it was never read, or
+    /// `resync` has passed since the last read.
+    async fn read_membership(&self, uid: &str, set: &ThingShadowSet, resync: Duration) {
+        let selector = serde_json::to_string(&set.spec.selector).unwrap_or_default();
+        let due = {
+            let remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+            remembered.get(uid).is_none_or(|r| {
+                r.selector != selector
+                    || r.things.is_none()
+                    || r.read_at.is_none_or(|at| at.elapsed() >= resync)
+            })
+        };
+        if !due {
+            return;
+        }
+        let result = crate::fleet::membership::resolve(&*self.registry, &set.spec.selector).await;
+        let mut remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = remembered.entry(uid.to_string()).or_default();
+        entry.read_at = Some(Instant::now());
+        match result {
+            Ok(things) => {
+                if entry.selector != selector {
+                    entry.foreign.clear();
+                }
+                entry.selector = selector;
+                entry.things = Some(Arc::new(things));
+                entry.read_time = Some(Utc::now());
+                entry.error = None;
+            }
+            Err(err) => {
+                warn!(set = %set.name_any(), error = %err, "cannot read the set's membership");
+                if entry.selector != selector {
+                    // The old membership belongs to another selector.
+                    entry.things = None;
+                    entry.selector = selector;
+                }
+                entry.error = Some(err.to_string());
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn membership(
+        &self,
+        uid: &str,
+    ) -> (
+        Option<Arc<Vec<String>>>,
+        Option<chrono::DateTime<Utc>>,
+        Option<String>,
+        BTreeMap<String, String>,
+    ) {
+        let remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        match remembered.get(uid) {
+            Some(r) => (
+                r.things.clone(),
+                r.read_time,
+                r.error.clone(),
+                r.foreign.clone(),
+            ),
+            None => (None, None, None, BTreeMap::new()),
+        }
+    }
+
+    fn foreign(&self, uid: &str, thing: String, why: String) {
+        let mut remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        remembered
+            .entry(uid.to_string())
+            .or_default()
+            .foreign
+            .insert(thing, why);
+    }
+
+    /// Makes one change. `Ok(Some((thing, why)))`: the child's name is held by an object
+    /// that is not this set's child.
+    async fn perform(
+        &self,
+        namespace: &str,
+        set: &str,
+        owner: &OwnerReference,
+        change: &ChildChange,
+    ) -> Result<Option<(String, String)>, OperatorError> {
+        let api: Api<ThingShadow> = Api::namespaced(self.ctx.client.clone(), namespace);
+        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+        match change {
+            ChildChange::Create {
+                thing,
+                revision,
+                template,
+            } => {
+                let name = child_name(set, thing);
+                let child = new_child(
+                    &name, namespace, set, owner, thing, revision, template, &now,
+                );
+                let body = serde_json::to_vec(&child)
+                    .map_err(|e| OperatorError::Internal(e.to_string()))?;
+                let request = kube::core::Request::new(api.resource_url())
+                    .create(&PostParams::default(), body)
+                    .map_err(|e| OperatorError::Kube(kube::Error::BuildRequest(e)))?;
+                match self
+                    .ctx
+                    .client
+                    .request::<serde::de::IgnoredAny>(request)
+                    .await
+                {
+                    Ok(_) => Ok(None),
+                    Err(kube::Error::Api(status)) if status.code == 409 => {
+                        // Ours and not seen yet by the watch, or someone else's.
+                        match api.get_opt(&name).await.map_err(OperatorError::Kube)? {
+                            Some(existing) if is_child_of(&existing, owner) => Ok(None),
+                            Some(_) => Ok(Some((
+                                thing.clone(),
+                                format!(
+                                    "a ThingShadow named {name} already exists and is not this set's child"
+                                ),
+                            ))),
+                            None => Ok(None),
+                        }
+                    }
+                    Err(err) => Err(OperatorError::Kube(err)),
+                }
+            }
+            ChildChange::Update {
+                thing,
+                name,
+                uid,
+                revision,
+                template,
+            } => {
+                let spec = serde_json::to_value(template.spec_for(thing))
+                    .map_err(|e| OperatorError::Internal(e.to_string()))?;
+                let patch: json_patch::Patch = serde_json::from_value(json!([
+                    {"op": "test", "path": "/metadata/uid", "value": uid},
+                    {"op": "replace", "path": "/spec", "value": spec},
+                ]))
+                .map_err(|e| OperatorError::Internal(e.to_string()))?;
+                let annotations = json!({"metadata": {"annotations": {
+                    REVISION_ANNOTATION: revision,
+                    REVISION_TIME_ANNOTATION: now,
+                }}});
+                // The annotations first (a merge keeps the others), then the spec: a child
+                // never carries the new spec under the old revision.
+                for patch in [Patch::Merge(&annotations), Patch::Json(patch)] {
+                    let request = kube::core::Request::new(api.resource_url())
+                        .patch(name, &PatchParams::default(), &patch)
+                        .map_err(|e| OperatorError::Kube(kube::Error::BuildRequest(e)))?;
+                    match self
+                        .ctx
+                        .client
+                        .request::<serde::de::IgnoredAny>(request)
+                        .await
+                    {
+                        Ok(_) => {}
+                        // Gone, or replaced by another object: the watch will tell.
+                        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409 | 422) => {
+                            return Ok(None)
+                        }
+                        Err(err) => return Err(OperatorError::Kube(err)),
+                    }
+                }
+                Ok(None)
+            }
+            ChildChange::Delete { name, uid, .. } => {
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid.clone()),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                match api.delete(name, &params).await {
+                    Ok(_) => Ok(None),
+                    Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => Ok(None),
+                    Err(err) => Err(OperatorError::Kube(err)),
+                }
+            }
+        }
+    }
+}
+
+fn owner_reference(set: &ThingShadowSet, uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: crate::api::API_VERSION.to_string(),
+        kind: "ThingShadowSet".to_string(),
+        name: set.name_any(),
+        uid: uid.to_string(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn is_child_of(shadow: &ThingShadow, owner: &OwnerReference) -> bool {
+    shadow
+        .metadata
+        .owner_references
+        .as_ref()
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.uid == owner.uid && r.controller == Some(true))
+        })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_child(
+    name: &str,
+    namespace: &str,
+    set: &str,
+    owner: &OwnerReference,
+    thing: &str,
+    revision: &str,
+    template: &ShadowTemplate,
+    now: &str,
+) -> ThingShadow {
+    ThingShadow {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some([(SET_LABEL.to_string(), set.to_string())].into()),
+            annotations: Some(
+                [
+                    (REVISION_ANNOTATION.to_string(), revision.to_string()),
+                    (REVISION_TIME_ANNOTATION.to_string(), now.to_string()),
+                ]
+                .into(),
+            ),
+            owner_references: Some(vec![owner.clone()]),
+            ..ObjectMeta::default()
+        },
+        spec: template.spec_for(thing),
+        status: None,
+    }
+}
+
+/// Server-side apply of the set's status with the operator's field manager.
+async fn write_status(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    status: &ThingShadowSetStatus,
+) -> Result<(), OperatorError> {
+    let api: Api<ThingShadowSet> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = json!({
+        "apiVersion": crate::api::API_VERSION,
+        "kind": "ThingShadowSet",
+        "status": status,
+    });
+    let request = kube::core::Request::new(api.resource_url())
+        .patch_subresource(
+            "status",
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .map_err(|e| OperatorError::Kube(kube::Error::BuildRequest(e)))?;
+    ctx.client
+        .request::<serde::de::IgnoredAny>(request)
+        .await
+        .map_err(OperatorError::Kube)?;
+    Ok(())
+}
