@@ -7,8 +7,16 @@ use std::process::{Command, Output};
 use shadowsync::dataplane::embedded::EmbeddedDataPlane;
 use shadowsync::dataplane::DataPlane;
 
+/// The binary cargo built for these tests, or `$SHADOWSYNC_BIN` (as for the Python
+/// suites).
+fn binary() -> PathBuf {
+    std::env::var_os("SHADOWSYNC_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_shadowsync")))
+}
+
 fn shadowsync(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shadowsync"))
+    Command::new(binary())
         .args(args)
         .current_dir(dir)
         .env_remove("SHADOWSYNC_ENDPOINT_URL")

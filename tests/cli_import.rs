@@ -18,8 +18,16 @@ const GATEWAY_SHADOWS: usize = 30;
 const LONG_TOPIC_LEAF: &str =
     "a-very-long-topic-level-that-makes-the-derived-name-longer-than-sixty-three";
 
+/// The binary cargo built for these tests, or `$SHADOWSYNC_BIN` (as for the Python
+/// suites).
+fn binary() -> PathBuf {
+    std::env::var_os("SHADOWSYNC_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_shadowsync")))
+}
+
 fn shadowsync(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shadowsync"))
+    Command::new(binary())
         .args(args)
         .current_dir(dir)
         .env_remove("SHADOWSYNC_ENDPOINT_URL")

@@ -1,5 +1,9 @@
 //! `shadowsync apply` and `shadowsync diff`: reconcile manifest files once, straight
 //! against a data plane, with the same planner and sync pass the operator runs.
+//!
+//! A `ThingShadowSet` is first expanded into one ThingShadow per selected thing, its
+//! membership read from the data plane's registry, and applied all at once (see
+//! [`super::sets`]: staged rollouts need the operator).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,9 +15,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
 use super::manifest::{self, Manifest, Resource};
+use super::sets::{self, FailedSet};
 use super::state::{State, StateFile, Stored};
 use super::target::DataPlaneArgs;
-use crate::api::{RetainedMessage, ThingShadow, API_VERSION};
+use crate::api::{RetainedMessage, ThingShadow, ThingShadowSetStatus, API_VERSION};
 use crate::kinds::Kind;
 use crate::planner::conditions::{Reason, Refusal};
 use crate::sync::{PayloadInput, SyncOptions, Syncer};
@@ -108,12 +113,22 @@ async fn run(args: &ManifestArgs, mode: Mode) -> u8 {
         eprintln!("nothing was written: fix the manifests above and run again");
         return 2;
     }
-    if let Some(message) = duplicate_names(&loaded.manifests) {
+    let declared = loaded
+        .manifests
+        .iter()
+        .map(|m| (m.resource.kind(), m.resource.key(), m.source.as_str()))
+        .chain(
+            loaded
+                .sets
+                .iter()
+                .map(|s| ("ThingShadowSet", s.key(), s.source.as_str())),
+        );
+    if let Some(message) = duplicate_names(declared) {
         eprintln!("error: {message}\nnothing was written");
         return 2;
     }
-    if loaded.manifests.is_empty() {
-        eprintln!("error: no ThingShadow or RetainedMessage manifests found");
+    if loaded.manifests.is_empty() && loaded.sets.is_empty() {
+        eprintln!("error: no ThingShadow, RetainedMessage or ThingShadowSet manifests found");
         return 2;
     }
     let mut state = match StateFile::open(&args.state) {
@@ -125,23 +140,49 @@ async fn run(args: &ManifestArgs, mode: Mode) -> u8 {
     };
     let settings = args.dataplane.settings();
     let default_db = Path::new(DEFAULT_DIR).join("dataplane.redb");
-    let (dataplane, description) = match settings.connect(Some(&default_db), None).await {
-        Ok(pair) => pair,
+    let connected = match settings
+        .connect_with_registry(Some(&default_db), None)
+        .await
+    {
+        Ok(connected) => connected,
         Err(err) => {
             eprintln!("error: {err}");
             return 2;
         }
     };
-    match mode {
-        Mode::Apply(Output::Table) | Mode::Diff => println!("Using the {description}."),
-        Mode::Apply(_) => eprintln!("Using the {description}."),
-    }
-    let syncer = Syncer::new(dataplane).with_limits(settings.limits());
-    let owners = owners(&loaded.manifests);
-    let progress = progress_bar(loaded.manifests.len());
+    // Lines for the user go with the table (stdout), or to stderr when stdout carries
+    // YAML or JSON.
+    let say = |line: &str| match mode {
+        Mode::Apply(Output::Table) | Mode::Diff => println!("{line}"),
+        Mode::Apply(_) => eprintln!("{line}"),
+    };
+    say(&format!("Using the {}.", connected.description));
     let dry_run = mode == Mode::Diff;
+    let expansion = sets::expand(
+        &loaded.manifests,
+        &loaded.sets,
+        connected.registry.as_ref(),
+        &settings.limits(),
+        dry_run,
+    )
+    .await;
+    for note in &expansion.notes {
+        say(note);
+    }
+    let manifests = expansion.manifests;
+    if let Some(message) = duplicate_names(
+        manifests
+            .iter()
+            .map(|m| (m.resource.kind(), m.resource.key(), m.source.as_str())),
+    ) {
+        eprintln!("error: {message}\nnothing was written");
+        return 2;
+    }
+    let syncer = Syncer::new(connected.data_plane).with_limits(settings.limits());
+    let owners = owners(&manifests);
+    let progress = progress_bar(manifests.len());
     let state_ref = &state.state;
-    let outcomes: Vec<Outcome> = stream::iter(loaded.manifests.iter().enumerate())
+    let outcomes: Vec<Outcome> = stream::iter(manifests.iter().enumerate())
         .map(|(index, manifest)| {
             let syncer = syncer.clone();
             let owner = owners.get(&index).cloned();
@@ -158,14 +199,15 @@ async fn run(args: &ManifestArgs, mode: Mode) -> u8 {
     progress.finish_and_clear();
 
     if !dry_run {
-        for outcome in &outcomes {
-            remember(&mut state, &loaded.manifests, outcome);
+        for (manifest, outcome) in manifests.iter().zip(&outcomes) {
+            remember(&mut state, manifest, outcome);
         }
         if let Err(err) = state.save() {
             eprintln!("error: {err}");
             return 2;
         }
     }
+    let outcomes = with_failed_sets(outcomes, &expansion.failed);
     match mode {
         Mode::Apply(output) => report_apply(&outcomes, output),
         Mode::Diff => report_diff(&outcomes),
@@ -343,18 +385,12 @@ fn refused<T: serde::Serialize>(
     }
 }
 
-/// Keeps the new status for the next run. A resource refused before any call keeps
-/// its previous entry untouched (its ownership is still what the cloud holds).
-fn remember(state: &mut StateFile, manifests: &[Manifest], outcome: &Outcome) {
+/// Keeps the new status of `manifest` for the next run. A resource refused before any
+/// call keeps its previous entry untouched (its ownership is still what the cloud holds).
+fn remember(state: &mut StateFile, manifest: &Manifest, outcome: &Outcome) {
     if outcome.refused {
         return;
     }
-    let Some(manifest) = manifests
-        .iter()
-        .find(|m| m.resource.kind() == outcome.kind && m.resource.key() == outcome.key)
-    else {
-        return;
-    };
     match &manifest.resource {
         Resource::ThingShadow(r) => keep(state, r.as_ref(), outcome),
         Resource::RetainedMessage(r) => keep(state, r.as_ref(), outcome),
@@ -367,20 +403,57 @@ fn keep<K: Stored>(state: &mut StateFile, resource: &K, outcome: &Outcome) {
     }
 }
 
-/// Two manifests of one kind with the same namespace/name are one resource declared twice.
-fn duplicate_names(manifests: &[Manifest]) -> Option<String> {
+/// Two manifests of one kind with the same namespace/name are one resource declared
+/// twice. Each item is (kind, `namespace/name`, source).
+fn duplicate_names<'a>(
+    declared: impl IntoIterator<Item = (&'static str, String, &'a str)>,
+) -> Option<String> {
     let mut seen: HashMap<(&str, String), &str> = HashMap::new();
-    for m in manifests {
-        if let Some(first) = seen.insert((m.resource.kind(), m.resource.key()), &m.source) {
+    for (kind, key, source) in declared {
+        if let Some(first) = seen.insert((kind, key.clone()), source) {
             return Some(format!(
-                "{} {} is declared twice ({first} and {})",
-                m.resource.kind(),
-                m.resource.key(),
-                m.source
+                "{kind} {key} is declared twice ({first} and {source})"
             ));
         }
     }
     None
+}
+
+/// The outcomes of the synced resources with a row for each set that could not be
+/// expanded, at its place in the input.
+fn with_failed_sets(outcomes: Vec<Outcome>, failed: &[FailedSet]) -> Vec<Outcome> {
+    let mut failed = failed.iter().peekable();
+    let mut all = Vec::with_capacity(outcomes.len() + failed.len());
+    for (index, outcome) in outcomes.into_iter().enumerate() {
+        while let Some(set) = failed.next_if(|f| f.position <= index) {
+            all.push(failed_set(set));
+        }
+        all.push(outcome);
+    }
+    all.extend(failed.map(failed_set));
+    all
+}
+
+/// The row of a set that yielded no children: not Ready, with the reason, and the
+/// conditions the operator would give it.
+fn failed_set(set: &FailedSet) -> Outcome {
+    let mut status = ThingShadowSetStatus::default();
+    let refusal = Refusal {
+        reason: set.reason,
+        message: set.message.clone(),
+        stalled: set.stalled,
+        not_synced: set.reason != Reason::InvalidSpec,
+        event: false,
+    };
+    refusal.set_conditions(&mut status.conditions, None, &crate::sync::now());
+    refused(
+        "ThingShadowSet",
+        set.key.clone(),
+        set.selector.clone(),
+        set.reason.as_str(),
+        set.message.clone(),
+        &status,
+    )
 }
 
 /// One owner per target: the first manifest naming a thing's shadow (or a topic) owns

@@ -1,4 +1,5 @@
-//! Loading `ThingShadow` and `RetainedMessage` manifests from files and folders.
+//! Loading `ThingShadow`, `RetainedMessage` and `ThingShadowSet` manifests from files and
+//! folders.
 //!
 //! Like `kubectl apply -f`: a path is a file or a folder (its `*.yaml`, `*.yml` and
 //! `*.json` files, sorted by name; sub-folders only with `--recursive`), a file holds one
@@ -11,6 +12,10 @@
 //! and a YAML 1.2 reader would read differently, or that JSON cannot hold, is an error
 //! naming the field, and so is a key whose value is `null` in `desired` or a `json`
 //! payload (the apiserver drops such keys). Numbers end as the apiserver keeps them.
+//!
+//! A `ThingShadowSet` is read as strictly, but kept apart ([`Loaded::sets`]): it is not
+//! reconciled itself, `apply` and `diff` expand it into one `ThingShadow` per selected
+//! thing, which take the set's place in the input order ([`SetManifest::position`]).
 
 use std::fmt;
 use std::io::Read;
@@ -19,7 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::api::{RetainedMessage, ThingShadow, API_VERSION};
+use crate::api::{RetainedMessage, ThingShadow, ThingShadowSet, API_VERSION};
 
 /// One resource read from a manifest.
 #[derive(Clone, Debug)]
@@ -58,6 +63,37 @@ impl Resource {
     }
 }
 
+/// A `ThingShadowSet` read from a manifest.
+#[derive(Clone, Debug)]
+pub struct SetManifest {
+    /// Where it came from: `path#document-index` (1-based).
+    pub source: String,
+    pub set: Box<ThingShadowSet>,
+    /// How many resources were read before it: its children go before
+    /// `manifests[position]`, so that the input order (the first declaration of a
+    /// target owns it) holds for them too.
+    pub position: usize,
+}
+
+impl SetManifest {
+    /// `namespace/name`, with the namespace `default` when the manifest names none.
+    pub fn key(&self) -> String {
+        let meta = &self.set.metadata;
+        format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or("default"),
+            meta.name.as_deref().unwrap_or_default()
+        )
+    }
+}
+
+/// What one document declares.
+#[derive(Clone, Debug)]
+pub enum Declared {
+    Resource(Resource),
+    Set(Box<ThingShadowSet>),
+}
+
 /// Why a manifest could not be read. Each names the file and document and, for content
 /// errors, the field.
 #[derive(Debug)]
@@ -72,10 +108,12 @@ impl fmt::Display for LoadError {
     }
 }
 
-/// What loading produced: the resources, the documents skipped, and every error.
+/// What loading produced: the resources, the sets, the documents skipped, and every
+/// error.
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub manifests: Vec<Manifest>,
+    pub sets: Vec<SetManifest>,
     pub skipped: Vec<String>,
     pub errors: Vec<LoadError>,
 }
@@ -191,8 +229,15 @@ fn parse_object(source: String, json: &Value, loaded: &mut Loaded) {
         }
         return;
     }
-    match parse_resource(json) {
-        Ok(Some(resource)) => loaded.manifests.push(Manifest { source, resource }),
+    match parse_declared(json) {
+        Ok(Some(Declared::Resource(resource))) => {
+            loaded.manifests.push(Manifest { source, resource })
+        }
+        Ok(Some(Declared::Set(set))) => loaded.sets.push(SetManifest {
+            source,
+            set,
+            position: loaded.manifests.len(),
+        }),
         Ok(None) => loaded.skipped.push(format!(
             "{source}: {} {} is not a shadowsync resource; skipped",
             json.get("apiVersion")
@@ -204,8 +249,21 @@ fn parse_object(source: String, json: &Value, loaded: &mut Loaded) {
     }
 }
 
-/// One document: `Ok(None)` when it is not one of our kinds.
+/// One document that declares one resource: `Ok(None)` when it is not one of our kinds.
+/// A `ThingShadowSet` is an error here: it declares many (see [`parse_declared`]).
 pub fn parse_resource(json: &Value) -> Result<Option<Resource>, String> {
+    match parse_declared(json)? {
+        Some(Declared::Resource(resource)) => Ok(Some(resource)),
+        Some(Declared::Set(_)) => Err(
+            "kind \"ThingShadowSet\" declares one ThingShadow per selected thing, not one resource"
+                .into(),
+        ),
+        None => Ok(None),
+    }
+}
+
+/// One document: `Ok(None)` when it is not one of our kinds.
+pub fn parse_declared(json: &Value) -> Result<Option<Declared>, String> {
     let Some(object) = json.as_object() else {
         return Err("a manifest must be a mapping with apiVersion and kind".into());
     };
@@ -229,6 +287,11 @@ pub fn parse_resource(json: &Value) -> Result<Option<Resource>, String> {
             "spec.desired",
             " (a desired key that a manifest no longer declares is cleared from the shadow by apply and by the operator)",
         ),
+        Some("ThingShadowSet") => (
+            json.pointer("/spec/template/desired"),
+            "spec.template.desired",
+            " (a desired key that a template no longer declares is cleared from the shadows by apply and by the operator)",
+        ),
         _ => (json.pointer("/spec/payload/json"), "spec.payload.json", ""),
     };
     if let Some(field) = free.and_then(|v| null_valued_key(v, path)) {
@@ -236,28 +299,34 @@ pub fn parse_resource(json: &Value) -> Result<Option<Resource>, String> {
             "{field}: null as a value: the apiserver drops this key, so kubectl and the operator never see it; remove the key{hint}"
         ));
     }
-    let resource = match kind {
-        Some("ThingShadow") => Resource::ThingShadow(Box::new(strict::<ThingShadow>(json)?)),
+    let declared = match kind {
+        Some("ThingShadow") => Declared::Resource(Resource::ThingShadow(Box::new(strict::<
+            ThingShadow,
+        >(json)?))),
         Some("RetainedMessage") => {
-            Resource::RetainedMessage(Box::new(strict::<RetainedMessage>(json)?))
+            Declared::Resource(Resource::RetainedMessage(Box::new(strict::<
+                RetainedMessage,
+            >(json)?)))
         }
+        Some("ThingShadowSet") => Declared::Set(Box::new(strict::<ThingShadowSet>(json)?)),
         other => {
             return Err(format!(
-                "kind {:?} is not a shadowsync kind (ThingShadow, RetainedMessage)",
+                "kind {:?} is not a shadowsync kind (ThingShadow, RetainedMessage, ThingShadowSet)",
                 other.unwrap_or_default()
             ))
         }
     };
-    let name = match &resource {
-        Resource::ThingShadow(r) => r.metadata.name.as_deref(),
-        Resource::RetainedMessage(r) => r.metadata.name.as_deref(),
+    let name = match &declared {
+        Declared::Resource(Resource::ThingShadow(r)) => r.metadata.name.as_deref(),
+        Declared::Resource(Resource::RetainedMessage(r)) => r.metadata.name.as_deref(),
+        Declared::Set(r) => r.metadata.name.as_deref(),
     };
     match name {
         None | Some("") => Err("metadata.name: required".into()),
         Some(name) if !is_dns_subdomain(name) => Err(format!(
             "metadata.name {name:?}: must be a DNS subdomain (lower-case letters, digits, '-' and '.', at most 253)"
         )),
-        Some(_) => Ok(Some(resource)),
+        Some(_) => Ok(Some(declared)),
     }
 }
 
@@ -473,6 +542,81 @@ mod tests {
         assert!(messages[0].contains("not served"));
         assert!(messages[1].contains("not a shadowsync kind"));
         assert!(messages[2].starts_with("metadata.name \"Bad_Name\""));
+    }
+
+    #[test]
+    fn sets_are_read_strictly_and_kept_apart_in_their_place() {
+        let shadow = |name: &str| {
+            format!(
+                "apiVersion: iot.shadowsync.dev/v1alpha1\nkind: ThingShadow\n\
+                 metadata: {{name: {name}}}\nspec: {{thingName: {name}}}\n"
+            )
+        };
+        let set = "apiVersion: iot.shadowsync.dev/v1alpha1\nkind: ThingShadowSet\n\
+                   metadata: {name: lamps, namespace: home}\n\
+                   spec:\n  selector: {thingGroup: {name: lamps, recursive: true}}\n  \
+                   template: {desired: {power: 'on'}}\n  rollout: {steps: [10, 100], maxFailures: 10%}\n";
+        let loaded = parse(&format!("{}---\n{set}---\n{}", shadow("a"), shadow("b")));
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        assert_eq!(loaded.manifests.len(), 2);
+        assert_eq!(loaded.sets.len(), 1);
+        let read = &loaded.sets[0];
+        assert_eq!((read.source.as_str(), read.position), ("m.yaml#2", 1));
+        assert_eq!(read.key(), "home/lamps");
+        let spec = &read.set.spec;
+        assert_eq!(
+            spec.selector.thing_group.as_ref().map(|g| g.recursive),
+            Some(true)
+        );
+        assert_eq!(
+            spec.template.desired,
+            Some(serde_json::json!({"power": "on"}))
+        );
+        assert_eq!(spec.rollout.steps, [10, 100]);
+
+        // Unknown fields, null-valued desired keys and bad names, named by field.
+        let loaded = parse(
+            "apiVersion: iot.shadowsync.dev/v1alpha1\nkind: ThingShadowSet\nmetadata: {name: s}\n\
+             spec: {selector: {things: [a]}, template: {desried: {a: 1}}}\n---\n\
+             apiVersion: iot.shadowsync.dev/v1alpha1\nkind: ThingShadowSet\nmetadata: {name: s}\n\
+             spec: {selector: {things: [a]}, template: {desired: {a: {b: null}}}}\n---\n\
+             apiVersion: iot.shadowsync.dev/v1alpha1\nkind: ThingShadowSet\nmetadata: {name: S}\n\
+             spec: {selector: {things: [a]}, template: {}}\n---\n\
+             apiVersion: iot.shadowsync.dev/v1alpha1\nkind: ThingShadowSet\nmetadata: {name: s}\n\
+             spec: {template: {}}\n",
+        );
+        let messages: Vec<_> = loaded.errors.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(messages.len(), 4, "{messages:?}");
+        assert_eq!(messages[0], "spec.template.desried: unknown field");
+        assert!(
+            messages[1].starts_with("spec.template.desired.a.b: null as a value"),
+            "{}",
+            messages[1]
+        );
+        assert!(
+            messages[2].starts_with("metadata.name \"S\""),
+            "{}",
+            messages[2]
+        );
+        assert!(
+            messages[3].starts_with("spec.selector: required"),
+            "{}",
+            messages[3]
+        );
+        assert!(loaded.sets.is_empty());
+    }
+
+    #[test]
+    fn parse_resource_refuses_a_set_which_is_many_resources() {
+        let set = serde_json::json!({
+            "apiVersion": API_VERSION,
+            "kind": "ThingShadowSet",
+            "metadata": {"name": "s"},
+            "spec": {"selector": {"things": ["a"]}, "template": {}},
+        });
+        let err = parse_resource(&set).expect_err("a set");
+        assert!(err.contains("one ThingShadow per selected thing"), "{err}");
+        assert!(matches!(parse_declared(&set), Ok(Some(Declared::Set(_)))));
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod import;
 pub mod manifest;
 pub mod parse;
 pub mod run;
+pub mod sets;
 pub mod state;
 pub mod target;
 pub mod yaml;
@@ -31,12 +32,18 @@ pub enum Command {
     Run(run::RunArgs),
     /// Reconcile manifest files once, straight against a data plane, and print the
     /// resulting status of each resource. Exits 1 if any is not Ready, 2 on bad input.
+    ///
+    /// A ThingShadowSet becomes one ThingShadow per selected thing (a thing group or
+    /// query is read from the data plane's registry), all applied at once: staged
+    /// rollouts (spec.rollout) need the operator. A set whose things cannot be read fails
+    /// alone; the other manifests are still applied.
     Apply(apply::ApplyArgs),
     /// Show what `apply` would write, without writing. Exits 0 when in sync, 1 when
-    /// there are differences, 2 on errors.
+    /// there are differences, 2 on errors. A ThingShadowSet shows as its ThingShadows.
     Diff(apply::ManifestArgs),
     /// Print ThingShadow and RetainedMessage manifests that declare existing shadows and
-    /// retained messages as they are (onboarding a fleet). Exits 2 on errors.
+    /// retained messages as they are, or a ThingShadowSet for the shared desired state of
+    /// a thing group's shadows (onboarding a fleet). Exits 2 on errors.
     Import(import::ImportArgs),
     /// Read manifests as `apply` reads them, without a data plane.
     Manifest {

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::manifest::{self, Resource};
-use crate::api::validate::{format_errors, validate_retained_message, validate_thing_shadow};
+use crate::api::validate::{
+    format_errors, validate_retained_message, validate_thing_shadow, validate_thing_shadow_set,
+};
 use crate::dataplane::ShadowLimits;
 
 /// Output format of `manifest parse`.
@@ -52,7 +54,24 @@ pub fn parse(args: ParseArgs) -> u8 {
     let limits = ShadowLimits::default();
     let mut refused = 0;
     let mut objects = Vec::new();
-    for m in &loaded.manifests {
+    let mut sets = loaded.sets.iter().peekable();
+    for (index, m) in loaded.manifests.iter().map(Some).chain([None]).enumerate() {
+        // Sets in their place in the input, as read (not expanded: that needs the
+        // registry).
+        while let Some(set) = sets.next_if(|s| s.position <= index) {
+            let name = set.set.metadata.name.as_deref().unwrap_or_default();
+            if let Err(errors) = validate_thing_shadow_set(name, &set.set.spec, &limits) {
+                refused += 1;
+                eprintln!(
+                    "error: {}: ThingShadowSet {}: InvalidSpec: {}",
+                    set.source,
+                    set.key(),
+                    format_errors(&errors)
+                );
+            }
+            objects.push(serde_json::to_value(&set.set).unwrap_or(Value::Null));
+        }
+        let Some(m) = m else { break };
         let (object, verdict) = match &m.resource {
             Resource::ThingShadow(r) => (
                 serde_json::to_value(r),

@@ -11,15 +11,25 @@
 //! GetRetainedMessage does not return the content type, message expiry, response topic
 //! or correlation data of a message, so those are not imported.
 //!
+//! With `--thing-group`, one `ThingShadowSet` is printed instead: it selects the group
+//! (as read by `apply`, with `--recursive` its descendants too), and its template
+//! declares the part of one shadow (`--shadow-name`, else the classic shadow) that every
+//! member holds alike ([`shared`]), so that applying it writes nothing to the members'
+//! shadows. Members without the shadow, which `apply` would write the template to, and
+//! the leaves left out are listed in comments. The set is printed only when every
+//! member's shadow was read: with one missing, the shared part is not known.
+//!
 //! The command is split by concern:
 //! - this module: the flags, their checks, the order of the work, and the read-back
 //!   check that decides which manifests are printed;
 //! - [`read`]: every data-plane call (list and get, never a write) and what it found;
 //! - [`naming`]: manifest names, pure, deterministic and collision-free;
+//! - [`shared`]: the desired state a fleet's shadows share, pure;
 //! - [`write`]: the manifests and the output as YAML text, pure.
 
 mod naming;
 mod read;
+mod shared;
 mod write;
 
 use std::collections::HashSet;
@@ -32,17 +42,30 @@ use serde_json::{json, Value};
 use super::apply::DEFAULT_DIR;
 use super::manifest::{self, Resource};
 use super::target::DataPlaneArgs;
-use crate::api::validate::{validate_retained_message, validate_thing_shadow};
-use crate::api::ThingShadowSpec;
-use crate::dataplane::connect::DataPlaneKind;
+use crate::api::validate::{
+    format_errors, validate_retained_message, validate_thing_shadow, validate_thing_shadow_set,
+};
+use crate::api::{
+    FleetSelector, ThingGroupSelector, ThingShadowSet, ThingShadowSetSpec, ThingShadowSpec,
+};
+use crate::dataplane::connect::{Connected, DataPlaneKind};
 use crate::dataplane::{RetainedMessageData, ShadowLimits};
+use crate::fleet::membership::resolve;
 use crate::planner::json::values_equal;
 use crate::planner::retained::publish_request;
 use naming::{
-    assign_names, is_dns_label, shadow_name_candidate, topic_name_candidate, NameCandidate,
+    assign_names, is_dns_label, set_name_candidate, shadow_name_candidate, topic_name_candidate,
+    NameCandidate,
 };
-use read::{read_retained, read_thing, FoundShadow, ThingRead};
-use write::{header, render_output, retained_manifests, shadow_manifest, Document};
+use read::{read_member, read_retained, read_thing, FoundShadow, ThingRead};
+use shared::shared;
+use write::{
+    header, render_output, render_set_output, retained_manifests, set_header, set_manifest,
+    set_notes, shadow_manifest, Document,
+};
+
+/// Leaf paths listed in the comment of a set's import; the rest are counted.
+const LEFT_OUT_LISTED: usize = 50;
 
 /// `shadowsync import` flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -52,9 +75,21 @@ pub struct ImportArgs {
         long = "thing",
         value_name = "NAME",
         num_args = 1..,
-        required_unless_present = "retained"
+        required_unless_present_any = ["retained", "thing_group"]
     )]
     pub things: Vec<String>,
+    /// Print one ThingShadowSet selecting this thing group instead, whose template
+    /// declares the desired state that every member's shadow holds alike (leaves with
+    /// equal values in all of them), so that applying it writes nothing to them.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["things", "retained"])]
+    pub thing_group: Option<String>,
+    /// With --thing-group: the members of its descendant groups too.
+    #[arg(long, requires = "thing_group")]
+    pub recursive: bool,
+    /// With --thing-group: the named shadow to read and declare (default: the classic
+    /// shadow).
+    #[arg(long, value_name = "NAME", requires = "thing_group")]
+    pub shadow_name: Option<String>,
     /// Import retained messages (all of them, or those under --topic-prefix): payload,
     /// qos and user properties. Content type, message expiry, response topic and
     /// correlation data are not imported: GetRetainedMessage does not return them.
@@ -103,13 +138,17 @@ pub async fn import(args: ImportArgs) -> u8 {
             return 2;
         }
     }
-    let (dataplane, description) = match settings.connect(Some(&default_db), None).await {
-        Ok(pair) => pair,
+    let connected = match settings
+        .connect_with_registry(Some(&default_db), None)
+        .await
+    {
+        Ok(connected) => connected,
         Err(err) => {
             eprintln!("error: {err}");
             return 2;
         }
     };
+    let description = connected.description.clone();
     // stdout carries only YAML.
     eprintln!("Using the {description}.");
     let source = match settings.kind() {
@@ -123,6 +162,10 @@ pub async fn import(args: ImportArgs) -> u8 {
         ),
         DataPlaneKind::Aws => description,
     };
+    if let Some(group) = &args.thing_group {
+        return import_set(&args, group, &connected, &source, &settings.limits()).await;
+    }
+    let dataplane = connected.data_plane;
 
     let concurrency = args.concurrency.max(1);
     let mut log = Log::default();
@@ -242,10 +285,180 @@ fn check_args(args: &ImportArgs) -> Result<Vec<String>, Vec<String>> {
             errors.push(format!("--thing {thing:?}: {}", problems.join("; ")));
         }
     }
+    if let Some(group) = &args.thing_group {
+        // The flags as the set's fields, checked by the set's own rules.
+        let spec = set_spec(group, args.recursive, args.shadow_name.as_deref());
+        let problems = validate_thing_shadow_set("imported", &spec, &ShadowLimits::default())
+            .err()
+            .unwrap_or_default();
+        for problem in problems {
+            let flag = match problem.field.as_str() {
+                "spec.selector.thingGroup.name" => "--thing-group",
+                "spec.template.shadowName" => "--shadow-name",
+                _ => continue,
+            };
+            errors.push(format!("{flag}: {}", problem.rule));
+        }
+    }
     if errors.is_empty() {
         Ok(things)
     } else {
         Err(errors)
+    }
+}
+
+/// A set selecting `group` with an empty template for `shadow`.
+fn set_spec(group: &str, recursive: bool, shadow: Option<&str>) -> ThingShadowSetSpec {
+    let mut spec: ThingShadowSetSpec = serde_json::from_value(json!({
+        "selector": {"thingGroup": {"name": group}},
+        "template": {},
+    }))
+    .expect("a selector and an empty template make a set spec");
+    if let Some(selector) = &mut spec.selector.thing_group {
+        selector.recursive = recursive;
+    }
+    spec.template.shadow_name = shadow.map(str::to_string);
+    spec
+}
+
+/// `import --thing-group`: one ThingShadowSet for what the members' shadows share.
+async fn import_set(
+    args: &ImportArgs,
+    group: &str,
+    connected: &Connected,
+    source: &str,
+    limits: &ShadowLimits,
+) -> u8 {
+    let shadow = args.shadow_name.as_deref();
+    let selector = FleetSelector {
+        thing_group: Some(ThingGroupSelector {
+            name: group.to_string(),
+            recursive: args.recursive,
+        }),
+        ..FleetSelector::default()
+    };
+    let members = match resolve(connected.registry.as_ref(), &selector).await {
+        Ok(members) => members,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return 2;
+        }
+    };
+    let dataplane = connected.data_plane.as_ref();
+    let reads: Vec<_> = stream::iter(members.iter())
+        .map(|thing| async move { (thing, read_member(dataplane, thing, shadow).await) })
+        .buffered(args.concurrency.max(1))
+        .collect()
+        .await;
+    let mut errors = Vec::new();
+    let mut with_shadow = Vec::new();
+    let mut without = Vec::new();
+    for (thing, read) in reads {
+        match read {
+            Ok(Some(desired)) => with_shadow.push(desired),
+            Ok(None) => without.push(thing.clone()),
+            Err(err) => errors.push(err),
+        }
+    }
+    if !errors.is_empty() {
+        for err in &errors {
+            eprintln!("error: {err}");
+        }
+        eprintln!(
+            "nothing imported: what the members share is known only once every member's shadow is read"
+        );
+        return 2;
+    }
+    let maps: Vec<_> = with_shadow.iter().collect();
+    let shared = shared(&maps);
+
+    let name = assign_names(&[set_name_candidate(group, shadow)]).remove(0);
+    let yaml = set_manifest(
+        &name,
+        &args.namespace,
+        group,
+        args.recursive,
+        shadow,
+        shared.desired.as_ref(),
+    );
+    let read = match read_back_set(&yaml) {
+        Ok(read) => read,
+        Err(err) => {
+            eprintln!(
+                "error: ThingShadowSet {}/{name}: {err}; not imported",
+                args.namespace
+            );
+            return 2;
+        }
+    };
+    let same_desired = match (&read.spec.template.desired, &shared.desired) {
+        (None, None) => true,
+        (Some(a), Some(b)) => values_equal(a, &Value::Object(b.clone())),
+        _ => false,
+    };
+    if read.spec.selector != selector
+        || read.spec.template.shadow_name.as_deref() != shadow
+        || !same_desired
+    {
+        eprintln!(
+            "error: ThingShadowSet {}/{name}: the manifest would not read back as the group and the shared desired state; not imported",
+            args.namespace
+        );
+        return 2;
+    }
+    if let Err(problems) = validate_thing_shadow_set(&name, &read.spec, limits) {
+        eprintln!(
+            "warning: ThingShadowSet {}/{name}: apply will refuse it with these limits: {}",
+            args.namespace,
+            format_errors(&problems)
+        );
+    }
+    let header = set_header(source, group, args.recursive, shadow, members.len());
+    let notes = set_notes(
+        &without,
+        &shared.left_out,
+        shared.desired.is_some(),
+        LEFT_OUT_LISTED,
+    );
+    let rendered = render_set_output(&header, &notes, &yaml);
+    let mut stdout = std::io::stdout().lock();
+    if let Err(err) = stdout
+        .write_all(rendered.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        eprintln!("error: cannot write the manifest to standard output: {err}");
+        return 2;
+    }
+    if members.is_empty() {
+        eprintln!("note: thing group {group} has no members");
+    } else if shared.desired.is_none() && !with_shadow.is_empty() {
+        eprintln!(
+            "note: no desired value is held alike by every member; the template declares none"
+        );
+    }
+    let shared_leaves = shared
+        .desired
+        .as_ref()
+        .map_or(0, |d| crate::planner::paths::leaf_paths(d).len());
+    eprintln!(
+        "imported 1 ThingShadowSet manifest: {} member(s), {} with the shadow, {shared_leaves} shared leaf path(s), {} left out",
+        members.len(),
+        with_shadow.len(),
+        shared.left_out.len()
+    );
+    0
+}
+
+/// Reads one rendered set with the loader `apply` uses.
+fn read_back_set(yaml: &str) -> Result<ThingShadowSet, String> {
+    let mut loaded = manifest::Loaded::default();
+    manifest::parse_documents("import", yaml, &mut loaded);
+    if let Some(err) = loaded.errors.first() {
+        return Err(format!("the manifest does not read back: {}", err.message));
+    }
+    match loaded.sets.pop() {
+        Some(set) if loaded.sets.is_empty() && loaded.manifests.is_empty() => Ok(*set.set),
+        _ => Err("the manifest does not read back as one ThingShadowSet".into()),
     }
 }
 

@@ -60,6 +60,16 @@ pub(super) fn shadow_name_candidate(thing: &str, shadow: Option<&str>) -> NameCa
     }
 }
 
+/// `group` for a set of classic shadows, `group-shadow` for a named one. The set's name
+/// is also its children's label value and the start of their names.
+pub(super) fn set_name_candidate(group: &str, shadow: Option<&str>) -> NameCandidate {
+    NameCandidate {
+        identity: format!("set\0{group}\0{}", shadow.unwrap_or("")),
+        fallback: "set",
+        ..shadow_name_candidate(group, shadow)
+    }
+}
+
 /// The topic with `/` and other invalid characters as `-`.
 pub(super) fn topic_name_candidate(topic: &str) -> NameCandidate {
     let base = sanitize(topic);
@@ -262,6 +272,20 @@ mod tests {
         let unique: HashSet<&String> = got.iter().collect();
         assert_eq!(unique.len(), 3, "{got:?}");
         assert!(got.iter().all(|n| is_dns_label(n)), "{got:?}");
+    }
+
+    #[test]
+    fn set_names_follow_the_group_and_the_shadow() {
+        assert_eq!(names(&[set_name_candidate("Lamps_2", None)]), ["lamps-2"]);
+        assert_eq!(names(&[set_name_candidate("lamps", None)]), ["lamps"]);
+        assert_eq!(
+            names(&[set_name_candidate("lamps", Some("config"))]),
+            ["lamps-config"]
+        );
+        let got = names(&[set_name_candidate(&"g".repeat(128), None)]);
+        assert!(is_dns_label(&got[0]) && got[0].len() == MAX_NAME, "{got:?}");
+        let got = names(&[set_name_candidate("___", None)]);
+        assert!(got[0].starts_with("set-"), "{got:?}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Everything `import` asks of the data plane: the shadows of the things named on the
-//! command line and the retained messages, read page by page, and what was found.
+//! command line, one shadow of each member of a thing group, and the retained messages,
+//! read page by page, and what was found. (The group's members are read with
+//! [`crate::fleet::membership::resolve`], as `apply` reads them.)
 //!
 //! - **Reads only.** List and get calls; nothing here writes.
 //! - **Every page, and no loop.** Paging follows `nextToken` until the service returns
@@ -115,6 +117,26 @@ pub(super) async fn read_thing(
             .push(format!("thing {thing} has no shadows; nothing imported"));
     }
     ThingRead { shadows, log }
+}
+
+/// The desired section of one shadow of `thing` (`None`: the classic shadow): `None`
+/// when the thing has no such shadow, an empty map when the shadow has no desired state.
+pub(super) async fn read_member(
+    dataplane: &dyn DataPlane,
+    thing: &str,
+    shadow: Option<&str>,
+) -> Result<Option<Map<String, Value>>, String> {
+    let target = match shadow {
+        Some(name) => format!("{thing}/{name}"),
+        None => format!("{thing} (classic)"),
+    };
+    match found(dataplane.get_thing_shadow(thing, shadow).await) {
+        Ok(Some(doc)) => desired_section(doc.state.desired)
+            .map(|desired| Some(desired.unwrap_or_default()))
+            .map_err(|what| format!("shadow {target}: desired {what}")),
+        Ok(None) => Ok(None),
+        Err(err) => Err(format!("GetThingShadow {target}: {err}")),
+    }
 }
 
 /// Every page of ListNamedShadowsForThing, names sorted and each once. A 404 (a

@@ -45,6 +45,34 @@ pub(super) fn shadow_manifest(shadow: &FoundShadow, name: &str, namespace: &str)
     yaml::document(&resource("ThingShadow", name, namespace, spec))
 }
 
+/// The `ThingShadowSet` manifest that selects thing group `group` and declares `desired`
+/// for shadow `shadow` (`None`: the classic shadow) of every member.
+pub(super) fn set_manifest(
+    name: &str,
+    namespace: &str,
+    group: &str,
+    recursive: bool,
+    shadow: Option<&str>,
+    desired: Option<&Map<String, Value>>,
+) -> String {
+    let mut selector = Map::new();
+    selector.insert("name".into(), Value::String(group.to_string()));
+    if recursive {
+        selector.insert("recursive".into(), Value::Bool(true));
+    }
+    let mut template = Map::new();
+    if let Some(s) = shadow {
+        template.insert("shadowName".into(), Value::String(s.to_string()));
+    }
+    if let Some(desired) = desired {
+        template.insert("desired".into(), Value::Object(desired.clone()));
+    }
+    let mut spec = Map::new();
+    spec.insert("selector".into(), json!({ "thingGroup": selector }));
+    spec.insert("template".into(), Value::Object(template));
+    yaml::document(&resource("ThingShadowSet", name, namespace, spec))
+}
+
 /// The `RetainedMessage` manifests that may declare `message`, one per payload source
 /// of [`payload_choices`], best first; each is rendered only when asked for.
 pub(super) fn retained_manifests<'a>(
@@ -156,6 +184,87 @@ pub(super) fn header(source: &str, things: &[String], retained: Option<&str>) ->
         .collect()
 }
 
+/// The first comment line of a set's import.
+pub(super) fn set_header(
+    source: &str,
+    group: &str,
+    recursive: bool,
+    shadow: Option<&str>,
+    members: usize,
+) -> String {
+    let shadow = match shadow {
+        Some(name) => format!("shadow {}", Value::String(name.to_string())),
+        None => "classic shadow".to_string(),
+    };
+    let descendants = if recursive {
+        " and its descendants"
+    } else {
+        ""
+    };
+    comment_text(&format!(
+        "Imported by `shadowsync import` from the {source}: the desired state that the {shadow} of \
+         every member of thing group {group}{descendants} ({members} thing(s)) holds alike."
+    ))
+}
+
+/// The notes under a set's header: the members without the shadow (the template, when
+/// it `declares` anything, would be written to them), and the leaves left out of the
+/// template because the members do not hold them alike (at most `max_paths` listed).
+pub(super) fn set_notes(
+    without: &[String],
+    left_out: &[String],
+    declares: bool,
+    max_paths: usize,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !without.is_empty() {
+        notes.push(if declares {
+            format!(
+                "{} member(s) without the shadow; apply would write the template to them:",
+                without.len()
+            )
+        } else {
+            format!("{} member(s) without the shadow:", without.len())
+        });
+        notes.extend(without.iter().map(|thing| format!("  {thing}")));
+    }
+    if !left_out.is_empty() {
+        notes.push(format!(
+            "{} leaf path(s) left out of the template: their values differ between members, or some members lack them:",
+            left_out.len()
+        ));
+        notes.extend(
+            left_out
+                .iter()
+                .take(max_paths)
+                .map(|path| format!("  {path}")),
+        );
+        if left_out.len() > max_paths {
+            notes.push(format!("  ... and {} more", left_out.len() - max_paths));
+        }
+    }
+    notes
+}
+
+/// A set's whole standard output: the header and the notes as comment lines, then the
+/// document.
+pub(super) fn render_set_output(header: &str, notes: &[String], document: &str) -> String {
+    let mut out = format!("# {header}\n");
+    for note in notes {
+        let _ = writeln!(out, "# {}", comment_text(note));
+    }
+    out.push_str("---\n");
+    out.push_str(document);
+    out
+}
+
+/// Text fit for one comment line: control characters become spaces.
+fn comment_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// The whole standard output: the header, a warning line when `errors` reads failed,
 /// then the documents.
 pub(super) fn render_output(header: &str, errors: usize, documents: &[Document]) -> String {
@@ -200,5 +309,34 @@ mod tests {
         assert_eq!(first(&[0, 159, 146, 150]), json!({"base64": "AJ+Slg=="}));
         assert_eq!(first(&[0, 1, 2]), json!({"base64": "AAEC"}));
         assert_eq!(first(b"a\tb\r\nc"), json!({"text": "a\tb\r\nc"}));
+    }
+
+    #[test]
+    fn set_output_lists_members_without_the_shadow_and_cuts_long_path_lists() {
+        let notes = set_notes(
+            &["lamp-3".into(), "lamp-4".into()],
+            &["/a".into(), "/b".into(), "/c".into()],
+            true,
+            2,
+        );
+        let out = render_set_output("Imported.", &notes, "kind: X\n");
+        assert_eq!(
+            out,
+            "# Imported.\n\
+             # 2 member(s) without the shadow; apply would write the template to them:\n\
+             #   lamp-3\n\
+             #   lamp-4\n\
+             # 3 leaf path(s) left out of the template: their values differ between members, or some members lack them:\n\
+             #   /a\n\
+             #   /b\n\
+             #   ... and 1 more\n\
+             ---\n\
+             kind: X\n"
+        );
+        let notes = set_notes(&[], &["/line\nbreak".into()], true, 5);
+        let out = render_set_output("h", &notes, "");
+        assert!(out.contains("#   /line break\n"), "{out}");
+        let notes = set_notes(&["lamp-1".into()], &[], false, 5);
+        assert_eq!(notes, ["1 member(s) without the shadow:", "  lamp-1"]);
     }
 }
