@@ -1,10 +1,14 @@
-//! The CRDs and the shipped manifests at a real kube-apiserver's admission: the CRDs are
-//! applied server-side without a warning and come out structural and established; every
-//! manifest under `deploy/examples/` and `deploy/install.yaml` is admitted (server-side
-//! apply, as Argo CD and Flux send them), twice without a change; and the CEL transition
-//! rules keep the immutable fields immutable on update.
+//! The CRDs and the shipped manifests at a real kube-apiserver's admission: the three CRDs
+//! are applied server-side without a warning and come out structural and established;
+//! every manifest under `deploy/examples/` (recursively) and `deploy/install.yaml` is
+//! admitted (server-side apply, as Argo CD and Flux send them), twice without a change;
+//! the CEL transition rules keep the immutable fields immutable on update; and a
+//! ThingShadowSet's CEL and OpenAPI rules refuse each broken selector, template change
+//! and rollout, naming the field.
 //!
-//! The invalid corpus (`tests/invalid_corpus.rs`) covers what the schema refuses.
+//! Needs the control plane of `tests/kube/cluster.sh` (built once, cached) and a kubectl:
+//! `$SHADOWSYNC_KUBECTL`, else the one built with the control plane. The invalid corpus
+//! (`tests/invalid_corpus.rs`) covers the rest of what the schema refuses.
 
 #[path = "e2e/mod.rs"]
 mod e2e;
@@ -67,21 +71,34 @@ fn install_crds(cluster: &ControlPlane) {
     wait_established(
         &cluster.kubeconfig,
         &cluster.dir,
-        &[
-            "crd/thingshadows.iot.shadowsync.dev",
-            "crd/retainedmessages.iot.shadowsync.dev",
-        ],
+        &CRDS
+            .map(|name| format!("crd/{name}"))
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
     );
 }
+
+const CRDS: [&str; 3] = [
+    "thingshadows.iot.shadowsync.dev",
+    "retainedmessages.iot.shadowsync.dev",
+    "thingshadowsets.iot.shadowsync.dev",
+];
 
 #[test]
 fn crds_are_structural_established_and_applied_without_warning() {
     let cluster = cluster("crds");
     install_crds(&cluster);
-    for name in [
-        "thingshadows.iot.shadowsync.dev",
-        "retainedmessages.iot.shadowsync.dev",
-    ] {
+    let (out, _) = kubectl_ok(
+        &cluster,
+        &["get", "crd", "-o", "jsonpath={.items[*].metadata.name}"],
+    );
+    let mut listed: Vec<&str> = out.split_whitespace().collect();
+    listed.sort();
+    let mut expected = CRDS.to_vec();
+    expected.sort();
+    assert_eq!(listed, expected, "crds/ holds exactly the three CRDs");
+    for name in CRDS {
         let (out, _) = kubectl_ok(&cluster, &["get", "crd", name, "-o", "json"]);
         let crd: Value = serde_json::from_str(&out).expect("CRD json");
         let conditions = crd["status"]["conditions"].as_array().expect("conditions");
@@ -131,6 +148,13 @@ fn examples_and_install_yaml_are_admitted() {
         );
         assert!(out.contains("thingshadow.iot.shadowsync.dev/"), "{out}");
         assert!(out.contains("retainedmessage.iot.shadowsync.dev/"), "{out}");
+        // deploy/examples/fleet, one folder down.
+        for set in ["lamps-canary", "room-displays", "lamp-v2-night-mode"] {
+            assert!(
+                out.contains(&format!("thingshadowset.iot.shadowsync.dev/{set} ")),
+                "{out}"
+            );
+        }
     }
     // Every example document is in the cluster now.
     let (out, _) = kubectl_ok(&cluster, &["get", "shadowsync", "-A", "-o", "json"]);
@@ -148,7 +172,7 @@ fn examples_and_install_yaml_are_admitted() {
     assert_eq!(
         listed["items"].as_array().map(Vec::len),
         Some(expected),
-        "every ThingShadow and RetainedMessage example was admitted"
+        "every ThingShadow, RetainedMessage and ThingShadowSet example was admitted"
     );
 
     let install = repo("deploy/install.yaml").display().to_string();
@@ -232,6 +256,188 @@ fn immutable_fields_stay_immutable_on_update() {
     let mut changed = shadow("lamp-1", Some("config"));
     changed["spec"]["desired"] = json!({"a": 2});
     kubectl_ok(&cluster, &["apply", "-f", &write("g.json", changed)]);
+}
+
+#[test]
+fn thing_shadow_set_rules_refuse_naming_the_field() {
+    let cluster = cluster("sets");
+    install_crds(&cluster);
+    kubectl_ok(&cluster, &["create", "namespace", "fleet"]);
+    let dir = cluster.dir.parent().expect("test dir").to_path_buf();
+    let write = |name: &str, doc: Value| {
+        let path = dir.join(name);
+        std::fs::write(&path, doc.to_string()).expect("manifest");
+        path.display().to_string()
+    };
+    let set = |name: &str, spec: Value| {
+        json!({"apiVersion": GROUP_VERSION, "kind": "ThingShadowSet",
+            "metadata": {"name": name, "namespace": "fleet"}, "spec": spec})
+    };
+    let valid = || {
+        json!({
+            "selector": {"thingGroup": {"name": "lamps", "recursive": true}},
+            "template": {"shadowName": "config", "desired": {"power": "on"}},
+            "rollout": {"steps": [10, 50, 100], "stepTimeout": "15m", "maxFailures": "10%",
+                        "onFailure": "Rollback"},
+        })
+    };
+
+    // On create: each broken spec is refused, with the field and the rule in the answer,
+    // and nothing is stored.
+    type Change = fn(&mut Value);
+    let cases: [(&str, Change, &str, &str); 9] = [
+        (
+            "two-forms",
+            |s| s["selector"]["things"] = json!(["lamp-1"]),
+            "spec.selector",
+            "exactly one of things, thingGroup or query must be set",
+        ),
+        (
+            "three-forms",
+            |s| {
+                s["selector"]["things"] = json!(["lamp-1"]);
+                s["selector"]["query"] = json!("attributes.model:lamp-v2");
+            },
+            "spec.selector",
+            "exactly one of things, thingGroup or query must be set",
+        ),
+        (
+            "no-form",
+            |s| s["selector"] = json!({}),
+            "spec.selector",
+            "exactly one of things, thingGroup or query must be set",
+        ),
+        (
+            "budget-over-100-percent",
+            |s| s["rollout"]["maxFailures"] = json!("150%"),
+            "spec.rollout.maxFailures",
+            "must be a count (3) or a percentage from 0% to 100%",
+        ),
+        (
+            "budget-negative",
+            |s| s["rollout"]["maxFailures"] = json!(-1),
+            "spec.rollout.maxFailures",
+            "must be a count (3) or a percentage from 0% to 100%",
+        ),
+        (
+            "budget-words",
+            |s| s["rollout"]["maxFailures"] = json!("ten"),
+            "spec.rollout.maxFailures",
+            "must be a count (3) or a percentage from 0% to 100%",
+        ),
+        (
+            "step-zero",
+            |s| s["rollout"]["steps"] = json!([0, 50, 100]),
+            "spec.rollout.steps[0]",
+            "should be greater than or equal to 1",
+        ),
+        (
+            "step-over-100",
+            |s| s["rollout"]["steps"] = json!([10, 101]),
+            "spec.rollout.steps[1]",
+            "should be less than or equal to 100",
+        ),
+        (
+            "greengrass-template",
+            |s| s["template"]["shadowName"] = json!("AWSManagedGreengrassV2Deployment"),
+            "spec.template.shadowName",
+            "owned by Greengrass",
+        ),
+    ];
+    for (name, change, field, rule) in cases {
+        let mut spec = valid();
+        change(&mut spec);
+        let file = write(&format!("{name}.json"), set(name, spec));
+        let (ok, out, err) = kubectl(&cluster, &["apply", "--server-side", "-f", &file]);
+        assert!(!ok, "{name}: admitted: {out}");
+        assert!(
+            err.contains(field) && err.contains(rule),
+            "{name}: the refusal does not name {field} with {rule:?}: {err}"
+        );
+        let (found, _, _) = kubectl(&cluster, &["get", "tshadowset", name, "-n", "fleet"]);
+        assert!(!found, "{name} was stored");
+    }
+
+    // On update: the template's shadow is a target, so it cannot be added, removed or
+    // swapped (kubectl apply, as a user would edit the manifest).
+    kubectl_ok(
+        &cluster,
+        &["apply", "-f", &write("lamps.json", set("lamps", valid()))],
+    );
+    let mut changed = valid();
+    changed["template"]["shadowName"] = json!("settings");
+    let mut removed = valid();
+    removed["template"]
+        .as_object_mut()
+        .expect("template")
+        .remove("shadowName");
+    for (file, spec, field, rule) in [
+        (
+            "swapped.json",
+            changed,
+            "spec.template.shadowName",
+            "shadowName is immutable",
+        ),
+        (
+            "removed.json",
+            removed,
+            "spec.template",
+            "shadowName cannot be added or removed",
+        ),
+    ] {
+        let (ok, out, err) = kubectl(&cluster, &["apply", "-f", &write(file, set("lamps", spec))]);
+        assert!(!ok, "{field}: the change was admitted: {out}");
+        assert!(err.contains(field) && err.contains(rule), "{field}: {err}");
+    }
+    // A set made for the classic shadow cannot switch to a named one either.
+    let mut classic = valid();
+    classic["template"]
+        .as_object_mut()
+        .expect("template")
+        .remove("shadowName");
+    kubectl_ok(
+        &cluster,
+        &[
+            "apply",
+            "-f",
+            &write("classic.json", set("classic", classic.clone())),
+        ],
+    );
+    let mut added = classic;
+    added["template"]["shadowName"] = json!("config");
+    let (ok, out, err) = kubectl(
+        &cluster,
+        &["apply", "-f", &write("added.json", set("classic", added))],
+    );
+    assert!(!ok, "adding a shadowName was admitted: {out}");
+    assert!(
+        err.contains("spec.template") && err.contains("shadowName cannot be added or removed"),
+        "{err}"
+    );
+    let (stored, _) = kubectl_ok(
+        &cluster,
+        &["get", "tshadowset", "lamps", "-n", "fleet", "-o", "json"],
+    );
+    let stored: Value = serde_json::from_str(&stored).expect("set json");
+    assert_eq!(stored["spec"]["template"]["shadowName"], "config");
+    assert_eq!(stored["metadata"]["generation"], 1);
+
+    // What may change does: the desired state, the rollout and the selector.
+    let mut next = valid();
+    next["template"]["desired"] = json!({"power": "off"});
+    next["rollout"] = json!({"steps": [25, 100], "maxFailures": 2});
+    next["selector"] = json!({"query": "attributes.model:lamp-v2"});
+    kubectl_ok(
+        &cluster,
+        &["apply", "-f", &write("next.json", set("lamps", next))],
+    );
+    let (stored, _) = kubectl_ok(
+        &cluster,
+        &["get", "tshadowset", "lamps", "-n", "fleet", "-o", "json"],
+    );
+    let stored: Value = serde_json::from_str(&stored).expect("set json");
+    assert_eq!(stored["metadata"]["generation"], 2);
+    assert_eq!(stored["spec"]["rollout"]["maxFailures"], 2);
 }
 
 /// Every file under `dir`, recursively.

@@ -11,6 +11,12 @@
 //!   nothing; for the cases the operator refuses, with the very message the operator put
 //!   in the `Stalled` condition. `shadowsync diff` must refuse it too (exit 2).
 //!
+//! ThingShadowSet cases are checked at the apiserver in the same way. `shadowsync apply`
+//! does not read that kind yet ([`APPLY_KINDS`]): for those cases the CLI side checks that
+//! apply and diff refuse the file as a whole, naming the kind, and call nothing; and the
+//! header's expectations are checked against what apply will run, `api::validate`
+//! (field and rule named) and the API types (an unreadable manifest does not decode).
+//!
 //! Run with `cargo test --test invalid_corpus -- --nocapture`
 //! to see the table of cases and the count line.
 
@@ -24,11 +30,18 @@ use std::time::Instant;
 
 use e2e::*;
 use serde_json::{json, Value};
+use shadowsync::api::validate::{validate_thing_shadow_set, ShadowLimits};
+use shadowsync::api::ThingShadowSet;
 use shadowsync::dataplane::aws::{AwsDataPlane, AwsOptions};
 use shadowsync::dataplane::server::{Operation, StatsSnapshot};
 use shadowsync::dataplane::DataPlane;
 
 const NAMESPACE: &str = "default";
+
+/// The kinds `shadowsync apply` reads. Add `ThingShadowSet` here once it does: its cases
+/// then go through the same CLI checks as the others (their headers already state what
+/// apply must print).
+const APPLY_KINDS: [&str; 2] = ["ThingShadow", "RetainedMessage"];
 
 /// Where a case is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,8 +104,14 @@ impl Case {
     fn plural(&self) -> &'static str {
         match self.kind() {
             "ThingShadow" => "thingshadows",
+            "ThingShadowSet" => "thingshadowsets",
             _ => "retainedmessages",
         }
+    }
+
+    /// Whether `shadowsync apply` reads this kind.
+    fn applied(&self) -> bool {
+        APPLY_KINDS.contains(&self.kind())
     }
 
     fn e2e_kind(&self) -> Kind {
@@ -257,6 +276,14 @@ async fn every_invalid_manifest_is_refused_by_the_cluster_and_by_apply() {
     let mut failures = Vec::new();
     for (case, seen) in cases.iter().zip(&seen) {
         let out = &seen.apply_output;
+        if !case.applied() {
+            // cli_side checked that apply refuses the file whole; the header against the
+            // rules apply will run:
+            if let Err(why) = library_side(case) {
+                failures.push(format!("{}: {why}", case.name));
+            }
+            continue;
+        }
         if seen.apply_exit != Some(case.apply_exit) {
             failures.push(format!(
                 "{}: apply exited {:?}, expected {}\n{out}",
@@ -306,7 +333,9 @@ async fn cluster_side(s: &Stack, cases: &[Case]) -> Vec<Seen> {
         }
     }
     for case in cases {
-        if let Some(first) = &case.first {
+        // A set's setup selects no thing: it makes no call, and its refusal needs no
+        // operator (a transition rule of the schema).
+        if let (Some(first), "ThingShadow" | "RetainedMessage") = (&case.first, case.kind()) {
             let name = first["metadata"]["name"].as_str().expect("a name");
             s.wait_ready(case.e2e_kind(), NAMESPACE, name).await;
         }
@@ -439,10 +468,17 @@ async fn post(s: &Stack, case: &Case, doc: &Value) -> (u16, String) {
 /// patch, sent here as a whole object).
 async fn put(s: &Stack, case: &Case) -> (u16, String) {
     let name = case.resource_name();
-    let stored = s
-        .get(case.e2e_kind(), NAMESPACE, &name)
-        .await
-        .unwrap_or_else(|| panic!("{}: the prior version is missing", case.name));
+    let uri = format!(
+        "/apis/iot.shadowsync.dev/v1alpha1/namespaces/{NAMESPACE}/{}/{name}",
+        case.plural()
+    );
+    let (code, body) = send(s, ::http::Method::GET, &uri, None).await;
+    assert_eq!(
+        code, 200,
+        "{}: the prior version is missing: {body}",
+        case.name
+    );
+    let stored: Value = serde_json::from_str(&body).expect("the stored object");
     let mut doc = case.doc.clone();
     doc["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"].clone();
     doc["metadata"]["namespace"] = json!(NAMESPACE);
@@ -456,11 +492,16 @@ async fn put(s: &Stack, case: &Case) -> (u16, String) {
 /// Sends `doc` as it is (the typed API would not build some of the cases) and returns the
 /// apiserver's status code and body.
 async fn raw(s: &Stack, method: ::http::Method, uri: &str, doc: &Value) -> (u16, String) {
+    send(s, method, uri, Some(doc)).await
+}
+
+async fn send(s: &Stack, method: ::http::Method, uri: &str, doc: Option<&Value>) -> (u16, String) {
+    let body = doc.map(|d| d.to_string().into_bytes()).unwrap_or_default();
     let request = ::http::Request::builder()
         .method(method)
         .uri(uri)
         .header("content-type", "application/json")
-        .body(kube::client::Body::from(doc.to_string().into_bytes()))
+        .body(kube::client::Body::from(body))
         .expect("a request");
     let response = s
         .client
@@ -486,6 +527,32 @@ async fn cli_side(dp_url: &str, cases: &[Case]) -> Vec<(Option<i32>, String)> {
     for case in cases {
         let dir = root.join(&case.name);
         std::fs::create_dir_all(&dir).expect("a directory per case");
+        if !case.applied() {
+            // apply does not read the kind: the whole file is refused, naming the kind,
+            // before any call (nothing of a set is ever half-applied).
+            let refusal = format!("kind {:?} is not a shadowsync kind", case.kind());
+            let before = dp_stats(dp_url).await;
+            let mut last = (None, String::new());
+            for verb in ["diff", "apply"] {
+                let (code, out) = run(&dir, dp_url, verb, &case.path).await;
+                assert!(
+                    code == Some(2)
+                        && out.contains(&refusal)
+                        && out.contains("nothing was written"),
+                    "{}: {verb} exited {code:?} without refusing the kind\n{out}",
+                    case.name
+                );
+                last = (code, out);
+            }
+            let after = dp_stats(dp_url).await;
+            assert_eq!(
+                after.totals.calls, before.totals.calls,
+                "{}: a data-plane call for a kind apply does not read",
+                case.name
+            );
+            results.push(last);
+            continue;
+        }
         let target = match case.setup {
             Setup::None | Setup::Cloud | Setup::Owner => case.path.clone(),
             // The file holds both versions, as two documents of one name, which apply
@@ -584,6 +651,77 @@ async fn run(dir: &Path, dp_url: &str, verb: &str, file: &Path) -> (Option<i32>,
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// The header of a case of a kind apply does not read yet, against what apply will run:
+/// - `apply-exit: 2` (a manifest that cannot be read as a resource): the document does
+///   not decode into the API types (the message is serde's), or, for an unknown field,
+///   decoding drops it (apply's strict reader refuses exactly that);
+/// - `apply-exit: 1`, a new resource: it decodes, and `api::validate` refuses it with an
+///   error that names the field and carries the message;
+/// - `setup: prior`: both versions decode and validate (only the apiserver's transition
+///   rules, or apply's memory of the first version, can refuse the change).
+fn library_side(case: &Case) -> Result<(), String> {
+    assert_eq!(
+        case.kind(),
+        "ThingShadowSet",
+        "{}: no library check for this kind",
+        case.name
+    );
+    let decode = |doc: &Value| serde_json::from_value::<ThingShadowSet>(doc.clone());
+    let validate = |set: &ThingShadowSet| {
+        validate_thing_shadow_set(
+            set.metadata.name.as_deref().unwrap_or_default(),
+            &set.spec,
+            &ShadowLimits::default(),
+        )
+    };
+    match (case.setup, case.apply_exit) {
+        (Setup::Prior, _) => {
+            for doc in [case.first.as_ref().expect("a prior version"), &case.doc] {
+                let set = decode(doc).map_err(|e| format!("a version does not decode: {e}"))?;
+                validate(&set).map_err(|e| format!("a version is invalid: {e:?}"))?;
+            }
+            Ok(())
+        }
+        (_, 2) if case.message == "unknown field" => {
+            let pointer = format!("/{}", case.field.replace('.', "/"));
+            if case.doc.pointer(&pointer).is_none() {
+                return Err(format!("the document has no {}", case.field));
+            }
+            let set = decode(&case.doc).map_err(|e| format!("does not decode: {e}"))?;
+            let back = serde_json::to_value(&set).expect("a set serializes");
+            match back.pointer(&pointer) {
+                None => Ok(()),
+                Some(_) => Err(format!("{} is a known field", case.field)),
+            }
+        }
+        (_, 2) => match decode(&case.doc) {
+            Ok(_) => Err("it decodes, so apply would not refuse it as unreadable".into()),
+            Err(e) if e.to_string().contains(&case.message) => Ok(()),
+            Err(e) => Err(format!(
+                "the decoding error does not say {:?}: {e}",
+                case.message
+            )),
+        },
+        (_, 1) => {
+            let set = decode(&case.doc).map_err(|e| format!("does not decode: {e}"))?;
+            let errors = validate(&set).err().unwrap_or_default();
+            let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            if errors
+                .iter()
+                .any(|e| e.field == case.field && e.to_string().contains(&case.message))
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "validation does not refuse {} with {:?}: {texts:?}",
+                    case.field, case.message
+                ))
+            }
+        }
+        (_, code) => Err(format!("apply-exit {code} is neither 1 nor 2")),
+    }
 }
 
 async fn dp_stats(url: &str) -> StatsSnapshot {

@@ -11,6 +11,7 @@ import chartlib
 from chartlib import container, find, one, render
 
 CRS = {"thingshadows", "retainedmessages"}
+KINDS = CRS | {"thingshadowsets"}
 GROUP = "iot.shadowsync.dev"
 
 
@@ -24,6 +25,16 @@ WATCHED = (
     | grants(group=GROUP, resources={"thingshadows/status", "retainedmessages/status"}, verbs={"patch"})
     | grants(group="events.k8s.io", resources={"events"}, verbs={"create", "patch"})
 )
+# ThingShadowSet: the sets themselves, their status, and the children (one ThingShadow
+# per thing, owned by the set with blockOwnerDeletion, which needs update on the set's
+# finalizers under the OwnerReferencesPermissionEnforcement admission plugin).
+SETS = (
+    grants(group=GROUP, resources={"thingshadowsets"}, verbs={"get", "list", "watch"})
+    | grants(group=GROUP, resources={"thingshadowsets/status"}, verbs={"patch"})
+    | grants(group=GROUP, resources={"thingshadowsets/finalizers"}, verbs={"update"})
+    | grants(group=GROUP, resources={"thingshadows"}, verbs={"create", "delete"})
+)
+WATCHED |= SETS
 SECRETS = grants(group="", resources={"secrets"}, verbs={"get"})
 CONFIGMAPS = grants(group="", resources={"configmaps"}, verbs={"get"})
 ALL_NAMESPACES = grants(group="", resources={"namespaces"}, verbs={"get", "list", "watch"})
@@ -155,3 +166,29 @@ def test_readme_documents_every_rule(defaults, chart):
         for role in find(objects, "ClusterRole") + find(objects, "Role"):
             rendered |= atoms(role)
     assert documented == rendered
+
+
+@pytest.mark.parametrize("values", [{}, {"watchNamespace": "iot-fleet"}], ids=["cluster", "namespaced"])
+def test_set_rules_and_nothing_more_on_the_custom_resources(chart, values):
+    """What ThingShadowSet adds, in both scopes: watch the sets, write their status, create
+    and delete children, and update on thingshadowsets/finalizers (never sent: it is what
+    lets a child's ownerReference carry blockOwnerDeletion). Nothing is granted on kinds
+    the chart does not install, no `update` except on the finalizers subresource (status
+    and finalizers change by patch), and no create or delete of RetainedMessages or sets."""
+    objects = render(values, chart=chart)
+    name = "shadowsync"
+    role = one(objects, "Role", name) if values else one(objects, "ClusterRole", name)
+    ours = {a for a in atoms(role) if a[0] == GROUP}
+    assert SETS <= ours
+    assert {r.split("/")[0] for _, r, _, _ in ours} == KINDS
+    assert {(r, v) for _, r, v, _ in ours if v == "update"} == {("thingshadowsets/finalizers", "update")}
+    assert {(r, v) for _, r, v, _ in ours if v in ("create", "delete")} == {
+        ("thingshadows", "create"), ("thingshadows", "delete")}
+    assert not {(r, v) for _, r, v, _ in ours if r == "thingshadowsets" and v not in ("get", "list", "watch")}
+    # Each rule of the template carries its own comment (the README table is the long form).
+    text = (chartlib.CHART / "templates" / "_rules.tpl").read_text(encoding="utf-8")
+    body = text.split('define "shadowsync.rules"', 1)[1].split("{{- end }}\n{{- end }}", 1)[0]
+    lines = [line for line in body.splitlines() if line.strip() and not line.startswith("{{")]
+    for i, line in enumerate(lines):
+        if line.startswith("- apiGroups:"):
+            assert i > 0 and lines[i - 1].startswith("#"), f"rule without a comment: {line}"

@@ -448,6 +448,19 @@ def test_notes_point_at_missing_credentials_and_region(chart):
     assert "kubectl apply --server-side -f charts/shadowsync/crds/" in text
 
 
+def test_notes_name_the_three_crds_and_what_sets_need(chart):
+    text = " ".join(chartlib.notes({}, chart=chart).split())
+    assert "(thingshadows, retainedmessages and thingshadowsets)" in text
+    assert "ThingShadowSet" in text and "kubectl apply -f deploy/examples/fleet/" in text
+    assert ("the operator is granted: create and delete on thingshadows (the children), get, list and watch on "
+            "thingshadowsets, patch on thingshadowsets/status, and update on thingshadowsets/finalizers") in text
+    assert "iot:ListThingsInThingGroup and iot:SearchIndex (granted by deploy/iam-policy.json)" in text
+    # Without the chart's RBAC, the same list is what to grant; without AWS, no IAM.
+    text = " ".join(chartlib.notes({"rbac": {"create": False}, "dataPlane": {"mode": "embedded"}}, chart=chart).split())
+    assert "the operator must be granted (rbac.create is false): create and delete on thingshadows" in text
+    assert "iot:SearchIndex" not in text
+
+
 def test_notes_quiet_when_configured(chart):
     text = " ".join(chartlib.notes(MATRIX["irsa-region-endpoint"], chart=chart).split())
     assert "role-arn annotation" not in text

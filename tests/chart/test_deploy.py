@@ -33,16 +33,17 @@ def load_all(path):
 def test_chart_crds_are_byte_identical_to_crds_dir():
     source = sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
     copied = sorted(p.name for p in (chartlib.CHART / "crds").iterdir())
-    assert source == copied and len(source) == 2
+    assert source == copied == ["retainedmessages.yaml", "thingshadows.yaml", "thingshadowsets.yaml"]
     for name in source:
         assert (chartlib.CHART / "crds" / name).read_bytes() == (REPO / "crds" / name).read_bytes(), (
             f"charts/shadowsync/crds/{name} differs from crds/{name}: cp crds/*.yaml charts/shadowsync/crds/"
         )
 
 
-def test_helm_loads_both_crds(chart):
+def test_helm_loads_the_three_crds(chart):
     names = sorted(yaml.safe_load(c["data"])["metadata"]["name"] for c in chart.crds)
-    assert names == ["retainedmessages.iot.shadowsync.dev", "thingshadows.iot.shadowsync.dev"]
+    assert names == ["retainedmessages.iot.shadowsync.dev", "thingshadows.iot.shadowsync.dev",
+                     "thingshadowsets.iot.shadowsync.dev"]
 
 
 # --- install.yaml ----------------------------------------------------------------------
@@ -61,12 +62,15 @@ def install_objects():
 
 def test_install_yaml_holds_namespace_crds_then_the_chart(install_objects, defaults):
     kinds = [o["kind"] for o in install_objects]
-    assert kinds[:3] == ["Namespace", "CustomResourceDefinition", "CustomResourceDefinition"]
+    assert kinds[:4] == ["Namespace"] + ["CustomResourceDefinition"] * 3
+    assert "CustomResourceDefinition" not in kinds[4:]
     ns = install_objects[0]
     assert ns["metadata"]["name"] == "shadowsync-system"
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     # The CRDs are the files in crds/, unchanged.
     crds = {o["metadata"]["name"]: o for o in install_objects if o["kind"] == "CustomResourceDefinition"}
+    assert sorted(crds) == sorted(yaml.safe_load(p.read_text(encoding="utf-8"))["metadata"]["name"]
+                                  for p in (REPO / "crds").glob("*.yaml"))
     for path in (REPO / "crds").glob("*.yaml"):
         source = yaml.safe_load(path.read_text(encoding="utf-8"))
         assert crds[source["metadata"]["name"]] == source
@@ -79,13 +83,13 @@ def test_install_yaml_holds_namespace_crds_then_the_chart(install_objects, defau
         assert labels.pop("app.kubernetes.io/managed-by", None) == "Helm"
         return obj
     key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
-    assert sorted(install_objects[3:], key=key) == sorted((strip(o) for o in defaults), key=key)
+    assert sorted(install_objects[4:], key=key) == sorted((strip(o) for o in defaults), key=key)
 
 
 def test_install_yaml_is_in_apply_order(install_objects):
     """Namespace and CRDs first, then Helm's install order (ServiceAccount before the
     bindings that name it, the Deployment last)."""
-    ranks = [chartlib.kind_rank(o["kind"]) for o in install_objects[3:]]
+    ranks = [chartlib.kind_rank(o["kind"]) for o in install_objects[4:]]
     assert ranks == sorted(ranks)
     assert install_objects[-1]["kind"] == "Deployment"
 
@@ -151,15 +155,51 @@ def test_example_is_valid_against_the_crds(path, crds):
         assert doc["metadata"].get("namespace"), f"{path}: {doc['metadata']['name']} has no namespace"
 
 
-def test_there_are_examples_of_both_kinds():
+def test_there_are_examples_of_every_kind():
     kinds = {d["kind"] for p in EXAMPLE_FILES for d in load_all(p)}
-    assert {"ThingShadow", "RetainedMessage"} <= kinds
+    assert {"ThingShadow", "RetainedMessage", "ThingShadowSet"} <= kinds
+
+
+def test_fleet_examples_cover_each_selector_and_a_canary_rollout():
+    """deploy/examples/fleet: a set per selector form, each file explained by its header
+    comment, the thing-group one a canary with a failure budget and rollback, all in a
+    namespace that deploy/examples/namespaces.yaml creates."""
+    files = sorted((DEPLOY / "examples" / "fleet").glob("*.yaml"))
+    sets = {}
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        header = text.split("\napiVersion:", 1)[0]
+        assert header.startswith("# ") and header.count("\n# ") >= 3, f"{path.name}: no header comment"
+        for doc in load_all(path):
+            assert doc["kind"] == "ThingShadowSet", path.name
+            sets[doc["metadata"]["name"]] = doc
+    forms = {name: next(iter(doc["spec"]["selector"])) for name, doc in sets.items()}
+    assert sorted(forms.values()) == ["query", "thingGroup", "things"], forms
+    namespaces = {d["metadata"]["name"] for d in load_all(DEPLOY / "examples" / "namespaces.yaml")}
+    assert {doc["metadata"]["namespace"] for doc in sets.values()} <= namespaces
+    (canary,) = [d for d in sets.values() if "thingGroup" in d["spec"]["selector"]]
+    assert canary["spec"]["rollout"] == {"steps": [10, 50, 100], "stepTimeout": "15m", "maxFailures": "10%",
+                                         "onFailure": "Rollback"}
+    (query,) = [d for d in sets.values() if "query" in d["spec"]["selector"]]
+    assert query["spec"]["selector"]["query"] == "attributes.model:lamp-v2"
+    # Two sets never write the same shadow of a thing: the group's and the query's lamps
+    # may overlap, so their templates name different shadows.
+    targets = [(doc["spec"]["template"].get("shadowName"), name) for name, doc in sets.items()
+               if "things" not in doc["spec"]["selector"]]
+    assert len({shadow for shadow, _ in targets}) == len(targets), targets
 
 
 VALID_SHADOW = {
     "apiVersion": "iot.shadowsync.dev/v1alpha1", "kind": "ThingShadow",
     "metadata": {"name": "lamp", "namespace": "home"},
     "spec": {"thingName": "lamp", "desired": {"power": "on", "nested": {"any": ["thing", 1]}}},
+}
+VALID_SET = {
+    "apiVersion": "iot.shadowsync.dev/v1alpha1", "kind": "ThingShadowSet",
+    "metadata": {"name": "lamps", "namespace": "fleet"},
+    "spec": {"selector": {"thingGroup": {"name": "lamps", "recursive": True}},
+             "template": {"shadowName": "config", "desired": {"power": "on"}},
+             "rollout": {"steps": [10, 50, 100], "maxFailures": "10%", "onFailure": "Rollback"}},
 }
 VALID_MESSAGE = {
     "apiVersion": "iot.shadowsync.dev/v1alpha1", "kind": "RetainedMessage",
@@ -181,6 +221,20 @@ VALID_MESSAGE = {
     (VALID_MESSAGE, lambda s: s.update(payload={"text": "a", "base64": "AA=="}), "too many properties"),
     (VALID_MESSAGE, lambda s: s.update(payload={"base64": "not base64!"}), "is not a 'byte'"),
     (VALID_MESSAGE, lambda s: s.update(messageExpiry=604801), "maximum"),
+    (VALID_SET, lambda s: s["selector"].update(things=["a"]), "selector: exactly one of things, thingGroup or query"),
+    (VALID_SET, lambda s: s.update(selector={}), "selector: exactly one of things, thingGroup or query"),
+    (VALID_SET, lambda s: s["selector"].update(thingGroup={"recursive": True}), "'name' is a required property"),
+    (VALID_SET, lambda s: s["selector"].update(thingGroup={"name": "no spaces"}), "does not match"),
+    (VALID_SET, lambda s: s.update(selector={"things": ["ok", "not ok"]}), "does not match"),
+    (VALID_SET, lambda s: s.update(selector={"query": ""}), "should be non-empty"),
+    (VALID_SET, lambda s: s["template"].update(thingName="lamp-1"), "thingName"),
+    (VALID_SET, lambda s: s["template"].update(shadowName="AWSManagedGreengrassV2Deployment"), "owned by Greengrass"),
+    (VALID_SET, lambda s: s["rollout"].update(maxFailures="150%"), "maxFailures: must be a count (3) or a percentage"),
+    (VALID_SET, lambda s: s["rollout"].update(maxFailures=-1), "maxFailures: must be a count (3) or a percentage"),
+    (VALID_SET, lambda s: s["rollout"].update(steps=[0, 100]), "minimum"),
+    (VALID_SET, lambda s: s["rollout"].update(steps=[50, 101]), "maximum"),
+    (VALID_SET, lambda s: s["rollout"].update(onFailure="Abort"), "is not one of"),
+    (VALID_SET, lambda s: s.update(resyncInterval="5 minutes"), "does not match"),
 ])
 def test_crd_validator_refuses_invalid_specs(crds, obj, change, expected):
     assert crdschema.validate(obj, crds) == []
@@ -323,3 +377,10 @@ def test_flux_helmrelease_points_at_the_chart_and_its_values_render(chart):
     assert spec["install"]["crds"] == "CreateReplace" and spec["upgrade"]["crds"] == "CreateReplace"
     objects = chartlib.render(spec["values"], name=spec["releaseName"], namespace=release["metadata"]["namespace"], chart=chart)
     assert chartlib.one(objects, "Deployment")
+    # Flux installs (and replaces) the chart's CRDs: every one of crds/, the same as
+    # deploy/install.yaml holds.
+    chart_crds = sorted(yaml.safe_load(c["data"])["metadata"]["name"] for c in chart.crds)
+    install_crds = sorted(o["metadata"]["name"] for o in load_all(chartlib.INSTALL_YAML)
+                          if o["kind"] == "CustomResourceDefinition")
+    assert chart_crds == install_crds == sorted(
+        yaml.safe_load(p.read_text(encoding="utf-8"))["metadata"]["name"] for p in (REPO / "crds").glob("*.yaml"))

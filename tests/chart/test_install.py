@@ -3,8 +3,9 @@ chart's namespaced RBAC.
 
 Everything here runs against one real control plane per session (tests/kube/cluster.sh:
 etcd, kube-apiserver with RBAC and the default admission plugins including
-PodSecurity, kube-controller-manager), started by the `cluster` fixture. No kubelet
-runs, so no pod ever starts: Deployments stay at 0 ready and nothing waits for them.
+PodSecurity, plus OwnerReferencesPermissionEnforcement, kube-controller-manager with the
+garbage collector), started by the `cluster` fixture. No kubelet runs, so no pod ever
+starts: Deployments stay at 0 ready and nothing waits for them.
 
 - Helm's own install/upgrade/uninstall actions (helm-python-sdk, the Helm Go library)
   install the chart with several value sets; every object Helm rendered must be in the
@@ -13,6 +14,11 @@ runs, so no pod ever starts: Deployments stay at 0 ready and nothing waits for t
   namespace that enforces the "restricted" Pod Security profile; the same template
   with one violation is refused, naming it.
 - deploy/install.yaml is applied with `kubectl apply --server-side`, twice.
+- What the fleet controller does with a ThingShadowSet's children (create them with an
+  ownerReference that blocks the set's deletion, adopt one, delete one, write the set's
+  status) is done with the chart's ServiceAccount token, at cluster scope and with
+  `watchNamespace`, and admitted; without the thingshadowsets/finalizers rule it is
+  refused by OwnerReferencesPermissionEnforcement.
 - The real operator binary runs with the container args of the installed Deployment,
   authenticated as the chart's ServiceAccount, and syncs a ThingShadow into a local data
   plane through the namespaced RBAC (`watchNamespace`).
@@ -41,7 +47,8 @@ import chartlib
 from cluster import free_port, wait_until
 
 REPO = chartlib.REPO
-CRD_NAMES = ["retainedmessages.iot.shadowsync.dev", "thingshadows.iot.shadowsync.dev"]
+CRD_NAMES = ["retainedmessages.iot.shadowsync.dev", "thingshadows.iot.shadowsync.dev",
+             "thingshadowsets.iot.shadowsync.dev"]
 RESTRICTED = {
     f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")
 } | {f"pod-security.kubernetes.io/{mode}-version": "latest" for mode in ("enforce", "warn", "audit")}
@@ -60,6 +67,7 @@ RESOURCES = {
     "ClusterRoleBinding": "clusterrolebindings.rbac.authorization.k8s.io",
     "CustomResourceDefinition": "customresourcedefinitions.apiextensions.k8s.io",
     "ThingShadow": "thingshadows.iot.shadowsync.dev",
+    "ThingShadowSet": "thingshadowsets.iot.shadowsync.dev",
     "Lease": "leases.coordination.k8s.io",
 }
 
@@ -598,6 +606,174 @@ def test_install_yaml_applies_server_side_and_reapplies_idempotently(releases, c
     pod = pod_from_template(live, "install-yaml-check", namespace["metadata"]["name"])
     out = cluster.create(pod, dry_run="server", check=False)
     assert out.returncode == 0, out.stderr
+
+
+# --- ThingShadowSet children under the chart's RBAC ------------------------------------
+
+GROUP_VERSION = "iot.shadowsync.dev/v1alpha1"
+SET_LABEL = "iot.shadowsync.dev/set"
+# The apiserver's words when OwnerReferencesPermissionEnforcement refuses.
+NO_FINALIZERS = "cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set finalizers on"
+NO_MAPPING = "cannot find RESTMapping"
+
+
+def fleet_set(name: str, namespace: str) -> dict:
+    # No things: the set needs no data plane, and no operator runs here anyway.
+    return {"apiVersion": GROUP_VERSION, "kind": "ThingShadowSet", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"selector": {"things": []}, "template": {"desired": {"power": "on"}}}}
+
+
+def child(set_obj: dict, thing: str, *, owned: bool = True, block: bool = True) -> dict:
+    """A child ThingShadow as the fleet controller writes it."""
+    meta = set_obj["metadata"]
+    obj = {"apiVersion": GROUP_VERSION, "kind": "ThingShadow",
+           "metadata": {"name": f"{meta['name']}-{thing}", "namespace": meta["namespace"],
+                        "labels": {SET_LABEL: meta["name"]}},
+           "spec": {"thingName": thing, "desired": {"power": "on"}}}
+    if owned:
+        obj["metadata"]["ownerReferences"] = [{
+            "apiVersion": GROUP_VERSION, "kind": "ThingShadowSet", "name": meta["name"], "uid": meta["uid"],
+            "controller": True, "blockOwnerDeletion": block}]
+    return obj
+
+
+def as_user(cluster, kubeconfig: Path, *args: str, obj: dict | None = None) -> subprocess.CompletedProcess:
+    """kubectl as a ServiceAccount. The admission plugin resolves the owner's kind through
+    a discovery cache that kube-apiserver refreshes every 30 s, so right after the CRDs
+    were installed it may not know ThingShadowSet yet: that answer (and only that one) is
+    retried until the deadline."""
+    def attempt():
+        out = cluster.kubectl(*args, input=json.dumps(obj) if obj else None, kubeconfig=kubeconfig, check=False)
+        return None if NO_MAPPING in out.stderr else out
+    return wait_until(attempt, timeout=45, interval=0.5, what=f"the admission plugin to know ThingShadowSet ({args})")
+
+
+def role_without(rules: list[dict], resource: str) -> list[dict]:
+    """The chart's rules on our API group, minus every grant on `resource`."""
+    kept = []
+    for rule in rules:
+        if rule["apiGroups"] != ["iot.shadowsync.dev"]:
+            continue
+        resources = [r for r in rule["resources"] if r != resource]
+        if resources:
+            kept.append({**rule, "resources": resources})
+    return kept
+
+
+@pytest.mark.parametrize("case", ["defaults", "watch-namespace"])
+def test_the_chart_rbac_lets_the_operator_own_a_sets_children(case, releases, cluster, tmp_path):
+    """With the release's own ServiceAccount token, under its rendered RBAC (a ClusterRole,
+    or a Role in `watchNamespace`), against kube-apiserver with
+    OwnerReferencesPermissionEnforcement: everything the fleet controller does with a set
+    is admitted. The garbage collector then deletes the children with their set, which
+    shows that the ownerReferences are real."""
+    r = releases[case]
+    namespace = r["values"].get("watchNamespace") or "sst-fleet"
+    cluster.namespace(namespace)
+    objects = manifest_objects(r["release"])
+    sa = by_kind(objects, "ServiceAccount")[0]["metadata"]["name"]
+    operator = cluster.token_kubeconfig(r["namespace"], sa, tmp_path / "operator.kubeconfig")
+    can = lambda *a: cluster.kubectl("auth", "can-i", *a, "-n", namespace, kubeconfig=operator,  # noqa: E731
+                                     check=False).returncode == 0
+    for verb, resource in [("create", "thingshadows"), ("delete", "thingshadows"), ("watch", "thingshadowsets"),
+                           ("update", "thingshadowsets/finalizers")]:
+        assert can(verb, f"{resource.split('/')[0]}.iot.shadowsync.dev",
+                   *([f"--subresource={resource.split('/')[1]}"] if "/" in resource else [])), (verb, resource)
+    assert can("patch", "thingshadowsets.iot.shadowsync.dev", "--subresource=status")
+    for verb, resource in [("create", "thingshadowsets"), ("delete", "thingshadowsets"), ("patch", "thingshadowsets"),
+                           ("create", "retainedmessages"), ("delete", "retainedmessages"), ("update", "thingshadows")]:
+        assert not can(verb, f"{resource}.iot.shadowsync.dev"), (verb, resource)
+
+    name = f"lamps-{case}"
+    cluster.apply(fleet_set(name, namespace))
+    owner = cluster.get(f"{RESOURCES['ThingShadowSet']}/{name}", namespace)
+
+    # Create a child owned by the set, blocking its deletion.
+    out = as_user(cluster, operator, "create", "-f", "-", obj=child(owner, "lamp-1"))
+    assert out.returncode == 0, out.stderr
+    # Adopt one created without an owner: an update of ownerReferences needs delete on it.
+    out = as_user(cluster, operator, "create", "-f", "-", obj=child(owner, "lamp-2", owned=False))
+    assert out.returncode == 0, out.stderr
+    adopted = child(owner, "lamp-2")
+    out = as_user(cluster, operator, "apply", "--server-side", "--field-manager=shadowsync", "-f", "-", obj=adopted)
+    assert out.returncode == 0, out.stderr
+    live = cluster.get(f"{RESOURCES['ThingShadow']}/{name}-lamp-2", namespace)
+    assert live["metadata"]["ownerReferences"] == adopted["metadata"]["ownerReferences"]
+    # The set's status, by server-side apply on the status subresource.
+    status = {"apiVersion": GROUP_VERSION, "kind": "ThingShadowSet", "metadata": {"name": name, "namespace": namespace},
+              "status": {"observedGeneration": 1, "phase": "Complete", "targeted": 2, "updated": 2}}
+    out = as_user(cluster, operator, "apply", "--server-side", "--field-manager=shadowsync", "--subresource=status",
+                  "-f", "-", obj=status)
+    assert out.returncode == 0, out.stderr
+    assert cluster.get(f"{RESOURCES['ThingShadowSet']}/{name}", namespace)["status"]["targeted"] == 2
+    # A thing left the set: its child is deleted.
+    out = as_user(cluster, operator, "delete", RESOURCES["ThingShadow"], f"{name}-lamp-1", "-n", namespace)
+    assert out.returncode == 0, out.stderr
+
+    # Nothing the ServiceAccount asked for was refused.
+    user = f"system:serviceaccount:{r['namespace']}:{sa}"
+    refused = [(e["verb"], e.get("requestURI")) for e in cluster.audit_events(user)
+               if e.get("responseStatus", {}).get("code") in (401, 403)]
+    assert not refused, refused
+
+    # The set goes, and the garbage collector takes its remaining child with it.
+    cluster.kubectl("delete", RESOURCES["ThingShadowSet"], name, "-n", namespace, "--wait=false")
+    wait_until(lambda: not json.loads(cluster.kubectl("get", RESOURCES["ThingShadow"], "-n", namespace, "-l",
+                                                      f"{SET_LABEL}={name}", "-o", "json").stdout)["items"],
+               timeout=60, what="the garbage collector to delete the children of the deleted set")
+
+
+def test_without_the_finalizers_rule_children_are_refused(releases, cluster, tmp_path):
+    """Control: the chart's rules without thingshadowsets/finalizers (and, separately,
+    without delete on thingshadows), bound to another ServiceAccount. The apiserver's
+    OwnerReferencesPermissionEnforcement refuses a child whose ownerReference blocks the
+    set's deletion, naming the rule; the same child without blockOwnerDeletion is
+    admitted, so the finalizers rule alone makes the difference. Without delete, adopting
+    an existing ThingShadow (an update of its ownerReferences) is refused."""
+    namespace = "sst-fleet-control"
+    cluster.namespace(namespace)
+    (role,) = [o for o in manifest_objects(releases["defaults"]["release"]) if o["kind"] == "ClusterRole"]
+    users = {}
+    for missing in ("thingshadowsets/finalizers", "thingshadows"):
+        label = missing.replace("/", "-")
+        rules = role_without(role["rules"], missing)
+        if missing == "thingshadows":
+            # Everything on ThingShadows but delete.
+            rules.append({"apiGroups": ["iot.shadowsync.dev"], "resources": ["thingshadows"],
+                          "verbs": ["get", "list", "watch", "patch", "create"]})
+        grants = {(r, v) for rule in rules for r in rule["resources"] for v in rule["verbs"]}
+        # Exactly one of the two grants is missing.
+        expected = {("thingshadows", "delete"), ("thingshadowsets/finalizers", "update")}
+        expected.discard(("thingshadows", "delete") if missing == "thingshadows" else (missing, "update"))
+        assert grants & {("thingshadows", "delete"), ("thingshadowsets/finalizers", "update")} == expected
+        cluster.apply([
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": f"no-{label}", "namespace": namespace}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+             "metadata": {"name": f"no-{label}", "namespace": namespace}, "rules": rules},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": {"name": f"no-{label}", "namespace": namespace},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"no-{label}"},
+             "subjects": [{"kind": "ServiceAccount", "name": f"no-{label}", "namespace": namespace}]},
+        ])
+        users[missing] = cluster.token_kubeconfig(namespace, f"no-{label}", tmp_path / f"{label}.kubeconfig")
+    cluster.apply(fleet_set("lamps", namespace))
+    owner = cluster.get(f"{RESOURCES['ThingShadowSet']}/lamps", namespace)
+
+    no_finalizers = users["thingshadowsets/finalizers"]
+    refused = as_user(cluster, no_finalizers, "create", "-f", "-", obj=child(owner, "lamp-1"))
+    assert refused.returncode != 0, "a child blocking its set's deletion was admitted without the finalizers rule"
+    assert NO_FINALIZERS in refused.stderr, refused.stderr
+    assert cluster.get(f"{RESOURCES['ThingShadow']}/lamps-lamp-1", namespace) is None
+    admitted = as_user(cluster, no_finalizers, "create", "-f", "-", obj=child(owner, "lamp-1", block=False))
+    assert admitted.returncode == 0, admitted.stderr
+
+    no_delete = users["thingshadows"]
+    created = as_user(cluster, no_delete, "create", "-f", "-", obj=child(owner, "lamp-2", owned=False))
+    assert created.returncode == 0, created.stderr
+    adopt = as_user(cluster, no_delete, "apply", "--server-side", "--field-manager=shadowsync", "-f", "-",
+                    obj=child(owner, "lamp-2"))
+    assert adopt.returncode != 0, "an ownerReference was added without delete on thingshadows"
+    assert "cannot set an ownerRef on a resource you can't delete" in adopt.stderr, adopt.stderr
 
 
 # --- the operator under the chart's namespaced RBAC -------------------------------------

@@ -2,8 +2,9 @@
 # A real Kubernetes control plane on loopback, built from the official Go modules that
 # go.mod beside this script pins: etcd, kube-apiserver and kube-controller-manager. No
 # kubelet runs, so no pod ever starts; everything an operator talks to is real (RBAC,
-# admission with Pod Security, CRD validation and CEL, server-side apply, watches, the
-# namespace controller and the garbage collector).
+# admission with Pod Security and OwnerReferencesPermissionEnforcement on top of the
+# default plugins, CRD validation and CEL, server-side apply, watches, the namespace
+# controller and the garbage collector).
 #
 #   cluster.sh build                 build the binaries once (cached), print their folder
 #                                    (kubectl of the same release is built there too)
@@ -192,6 +193,9 @@ start_component() {
         --tls-cert-file "$dir/pki/apiserver.crt" --tls-private-key-file "$dir/pki/apiserver.key"
         --client-ca-file "$dir/pki/ca.crt"
         --authorization-mode Node,RBAC
+        # The defaults, plus what a production cluster (EKS, GKE, OpenShift) adds: an
+        # ownerReference with blockOwnerDeletion needs update on the owner's finalizers.
+        --enable-admission-plugins OwnerReferencesPermissionEnforcement
         --service-account-issuer https://kubernetes.default.svc.cluster.local
         --service-account-key-file "$dir/pki/sa.pub"
         --service-account-signing-key-file "$dir/pki/sa.key"
