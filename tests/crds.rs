@@ -573,7 +573,6 @@ fn no_nullable_anywhere() {
 /// YAML) as null instead of pruning it and defaulting it to 0 (kube-apiserver 1.37 does),
 /// and `IntOrString` does not deserialize from null: such a set cannot be decoded.
 #[test]
-#[ignore = "src/api: spec.rollout.maxFailures is nullable (kube's OptionalIntOrString); drop nullable from the generated CRD"]
 fn no_nullable_in_the_thing_shadow_set() {
     let root = schema(&thing_shadow_set_crd());
     assert_eq!(
@@ -593,7 +592,6 @@ fn every_property_has_a_description() {
 }
 
 #[test]
-#[ignore = "src/api: ThingIssue.thing and ThingIssue.reason have no doc comment"]
 fn every_property_of_the_thing_shadow_set_has_a_description() {
     let root = schema(&thing_shadow_set_crd());
     assert_eq!(
@@ -1393,7 +1391,6 @@ proptest! {
     /// Today `max_failures` reads the digits as a number and so also takes "00%" and
     /// "05%", which the CRD's rule refuses.
     #[test]
-    #[ignore = "src/api: validate::max_failures accepts a leading zero (\"05%\") that the CRD refuses"]
     fn max_failures_rule_agrees_with_validation(
         text in prop_oneof!["[0-9+%-]{0,5}", "[0-9]{1,3}%", Just("100%".to_string())]
     ) {

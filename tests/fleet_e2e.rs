@@ -230,7 +230,7 @@ async fn a_set_by_list_converges_and_foreground_deletion_removes_it_last() {
         ]
     );
     assert_eq!(&rows[0][..5], ["lamps", "6", "6", "6", "0"], "{out}");
-    assert_eq!(rows[0][8], "Complete", "{out}");
+    assert_eq!(rows[0][5..8], ["1/1", "(100%)", "Complete"], "{out}");
     let labelled = kubectl(&s).ok(&[
         "get",
         "tshadow",

@@ -55,8 +55,27 @@ pub fn retained_message_crd() -> CustomResourceDefinition {
 }
 
 /// The `ThingShadowSet` CustomResourceDefinition.
+///
+/// kube makes every optional int-or-string field `nullable`; `maxFailures` has a default
+/// instead, and a stored `null` would not decode, so the flag is dropped.
 pub fn thing_shadow_set_crd() -> CustomResourceDefinition {
-    ThingShadowSet::crd()
+    let mut crd = ThingShadowSet::crd();
+    for version in &mut crd.spec.versions {
+        let max_failures = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|root| root.properties.as_mut())
+            .and_then(|p| p.get_mut("spec"))
+            .and_then(|spec| spec.properties.as_mut())
+            .and_then(|p| p.get_mut("rollout"))
+            .and_then(|rollout| rollout.properties.as_mut())
+            .and_then(|p| p.get_mut("maxFailures"));
+        if let Some(node) = max_failures {
+            node.nullable = None;
+        }
+    }
+    crd
 }
 
 /// The content of `crds/thingshadows.yaml`.

@@ -407,6 +407,9 @@ pub struct ThingShadowSetStatus {
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = schema::kubernetes)]
 pub struct ThingIssue {
+    /// The thing's name.
     pub thing: String,
+    /// Why it is listed: the child's Stalled reason and message, the step timeout it
+    /// missed, or what else manages its shadow.
     pub reason: String,
 }

@@ -36,7 +36,8 @@ pub fn max_failures(value: &IntOrString) -> Result<MaxFailures, FieldError> {
         IntOrString::String(text) => text
             .strip_suffix('%')
             .and_then(|digits| digits.parse::<u8>().ok())
-            .filter(|p| *p <= 100 && !text.starts_with('+'))
+            // As the CRD's pattern: no sign, no leading zero.
+            .filter(|p| *p <= 100 && text.len() == p.to_string().len() + 1)
             .map(MaxFailures::Percent)
             .ok_or_else(|| {
                 FieldError::new(
@@ -315,7 +316,7 @@ mod tests {
             max_failures(&Text("100%".into())),
             Ok(MaxFailures::Percent(100))
         );
-        for bad in ["101%", "ten", "5", "-1%", "+5%", "%"] {
+        for bad in ["101%", "ten", "5", "-1%", "+5%", "%", "05%", "00%"] {
             let error = max_failures(&Text(bad.into())).unwrap_err();
             assert_eq!(error.field, "spec.rollout.maxFailures", "{bad}");
         }
