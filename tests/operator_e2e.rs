@@ -2645,11 +2645,43 @@ async fn the_chart_rbac_is_exactly_what_the_operator_uses() {
             .ok_or_else(|| format!("{} events, no series yet", events.len()))
     })
     .await;
+    // A set: children created, one deleted when its thing leaves, the set's status.
+    s.create(
+        Kind::Set,
+        ns,
+        "pair",
+        json!({"selector": {"things": ["e2e-rbac-a", "e2e-rbac-b"]},
+               "template": {"desired": {"on": true}},
+               "rollout": {"waitForConverged": false}}),
+    )
+    .await;
+    s.wait_status(Kind::Set, ns, "pair", "Complete with 2 things", |o| {
+        o["status"]["phase"] == "Complete" && o["status"]["updated"] == 2 && is_current(o)
+    })
+    .await;
+    s.merge_patch(
+        Kind::Set,
+        ns,
+        "pair",
+        json!({"spec": {"selector": {"things": ["e2e-rbac-a"]}}}),
+    )
+    .await;
+    s.wait_status(Kind::Set, ns, "pair", "one thing left", |o| {
+        o["status"]["targeted"] == 1 && is_current(o)
+    })
+    .await;
+    s.wait_gone(
+        SHADOW,
+        ns,
+        &shadowsync::planner::fleet::naming::child_name("pair", "e2e-rbac-b"),
+    )
+    .await;
     for (kind, name) in [
         (SHADOW, "lamp"),
         (SHADOW, "deep"),
         (RETAINED, "token"),
         (RETAINED, "mode"),
+        (Kind::Set, "pair"),
     ] {
         s.delete(kind, ns, name).await;
         s.wait_gone(kind, ns, name).await;
@@ -2725,6 +2757,10 @@ async fn the_chart_rbac_is_exactly_what_the_operator_uses() {
         // also a race with the watch.
         "get iot.shadowsync.dev/thingshadows",
         "get iot.shadowsync.dev/retainedmessages",
+        // Never a request: the OwnerReferencesPermissionEnforcement admission plugin
+        // checks it when a child's ownerReference blocks its set's deletion (the plugin
+        // is on in this control plane, so a missing grant refuses the create above).
+        "update iot.shadowsync.dev/thingshadowsets/finalizers",
     ];
     let unused: Vec<&String> = granted
         .iter()

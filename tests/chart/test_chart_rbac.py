@@ -29,7 +29,7 @@ WATCHED = (
 # per thing, owned by the set with blockOwnerDeletion, which needs update on the set's
 # finalizers under the OwnerReferencesPermissionEnforcement admission plugin).
 SETS = (
-    grants(group=GROUP, resources={"thingshadowsets"}, verbs={"get", "list", "watch"})
+    grants(group=GROUP, resources={"thingshadowsets"}, verbs={"list", "watch"})
     | grants(group=GROUP, resources={"thingshadowsets/status"}, verbs={"patch"})
     | grants(group=GROUP, resources={"thingshadowsets/finalizers"}, verbs={"update"})
     | grants(group=GROUP, resources={"thingshadows"}, verbs={"create", "delete"})
@@ -184,7 +184,7 @@ def test_set_rules_and_nothing_more_on_the_custom_resources(chart, values):
     assert {(r, v) for _, r, v, _ in ours if v == "update"} == {("thingshadowsets/finalizers", "update")}
     assert {(r, v) for _, r, v, _ in ours if v in ("create", "delete")} == {
         ("thingshadows", "create"), ("thingshadows", "delete")}
-    assert not {(r, v) for _, r, v, _ in ours if r == "thingshadowsets" and v not in ("get", "list", "watch")}
+    assert not {(r, v) for _, r, v, _ in ours if r == "thingshadowsets" and v not in ("list", "watch")}
     # Each rule of the template carries its own comment (the README table is the long form).
     text = (chartlib.CHART / "templates" / "_rules.tpl").read_text(encoding="utf-8")
     body = text.split('define "shadowsync.rules"', 1)[1].split("{{- end }}\n{{- end }}", 1)[0]

@@ -1,7 +1,7 @@
 {{/* RBAC rules on the watched resources, shared by the ClusterRole and the Role. */}}
 {{- define "shadowsync.rules" -}}
 # Watch the custom resources; patch to add and remove the finalizer (and, for the
-# ThingShadows of a set, to apply the template server-side).
+# children of a set, to give them another template revision).
 - apiGroups: ["iot.shadowsync.dev"]
   resources: ["thingshadows", "retainedmessages"]
   verbs: ["get", "list", "watch", "patch"]
@@ -16,7 +16,7 @@
 # garbage collector, and each cleans up per its deletionPolicy).
 - apiGroups: ["iot.shadowsync.dev"]
   resources: ["thingshadowsets"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 # Write status by server-side apply (conditions, the mirrored shadow, conflicts; a
 # set's rollout phase, step and counts).
 - apiGroups: ["iot.shadowsync.dev"]
