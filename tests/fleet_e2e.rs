@@ -388,6 +388,7 @@ async fn a_canary_by_thing_group_aborts_on_a_silent_device_and_rolls_back() {
     assert_ne!(boost, eco);
     let out = kubectl(&s).ok(&["get", "tshadowset", "-n", ns, "lamps"]);
     assert!(out.contains("1/3") && out.contains("Progressing"), "{out}");
+    say(&format!("kubectl get tshadowset during the canary step:\n{out}"));
 
     let aborted = wait_set(&s, ns, "lamps", "Aborted", |o| phase_is(o, "Aborted")).await;
     assert!(
@@ -400,6 +401,8 @@ async fn a_canary_by_thing_group_aborts_on_a_silent_device_and_rolls_back() {
         Some("RolloutAborted")
     );
     assert!(condition_is(&aborted, "Ready", "False"));
+    let out = kubectl(&s).ok(&["get", "tshadowset", "-n", ns, "lamps"]);
+    say(&format!("kubectl get tshadowset after the abort:\n{out}"));
     let failed = aborted["status"]["failedThings"]
         .as_array()
         .expect("failedThings");
