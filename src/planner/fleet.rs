@@ -8,8 +8,9 @@
 //! gathers the facts and performs the changes (`operator::fleet`).
 //!
 //! Rules kept here besides the rollout's own:
-//! - Nothing is created, changed or deleted while the spec is invalid or the membership
-//!   has never been read; a set whose membership cannot be re-read keeps the last one.
+//! - Nothing is created, changed or deleted while the spec is invalid, the membership
+//!   has never been read or the set is paused; a set whose membership cannot be re-read
+//!   keeps the last one.
 //! - A child that is being deleted is neither written nor recreated until it is gone.
 //! - Children of things that left the selection are deleted (their deletionPolicy runs).
 //! - A thing whose child name is held by another object, or whose shadow another resource
@@ -362,6 +363,11 @@ fn child_changes(
                 template: template.clone(),
             }),
         }
+    }
+    // A paused set touches nothing, and a deletion runs the child's deletionPolicy
+    // against the data plane: leavers wait for the pause to end.
+    if input.paused {
+        return changes;
     }
     let selected: std::collections::HashSet<&str> = things.iter().map(String::as_str).collect();
     let mut leaving: Vec<&ChildFacts> = input
