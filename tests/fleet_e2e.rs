@@ -388,7 +388,9 @@ async fn a_canary_by_thing_group_aborts_on_a_silent_device_and_rolls_back() {
     assert_ne!(boost, eco);
     let out = kubectl(&s).ok(&["get", "tshadowset", "-n", ns, "lamps"]);
     assert!(out.contains("1/3") && out.contains("Progressing"), "{out}");
-    say(&format!("kubectl get tshadowset during the canary step:\n{out}"));
+    say(&format!(
+        "kubectl get tshadowset during the canary step:\n{out}"
+    ));
 
     let aborted = wait_set(&s, ns, "lamps", "Aborted", |o| phase_is(o, "Aborted")).await;
     assert!(

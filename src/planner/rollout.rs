@@ -338,8 +338,11 @@ pub fn plan_rollout(input: &RolloutInput<'_>) -> RolloutPlan {
     failed.truncate(MAX_LISTED);
     conflicting.truncate(MAX_LISTED);
 
+    // A device that fails after its revision completed (a newcomer that stays silent)
+    // is listed, but cannot abort a rollout that is over.
     let budget = input.settings.max_failures.allowed(n);
-    if counts.failed > budget {
+    let over = memory.complete_revision.as_deref() == Some(input.revision);
+    if counts.failed > budget && !over {
         memory.aborted = true;
     }
 
@@ -364,29 +367,19 @@ pub fn plan_rollout(input: &RolloutInput<'_>) -> RolloutPlan {
         }
     } else {
         // Advance through every step whose gate is passed.
-        loop {
-            let size = slice_size(steps[memory.step], n);
-            let passed = state[..size]
-                .iter()
-                .all(|st| st.conflicting || (st.carries && (st.done || st.failed.is_some())));
-            if passed && memory.step + 1 < steps.len() {
-                memory.step += 1;
-                memory.step_started = Some(input.now);
-            } else {
-                break;
-            }
+        while memory.step + 1 < steps.len()
+            && slice(&state, slice_size(steps[memory.step], n)).passed
+        {
+            memory.step += 1;
+            memory.step_started = Some(input.now);
         }
-        let size = slice_size(steps[memory.step], n);
-        let last = memory.step + 1 == steps.len();
-        let complete = last
-            && state[..size]
-                .iter()
-                .all(|st| st.conflicting || (st.carries && (st.done || st.failed.is_some())));
+        let current = slice(&state, slice_size(steps[memory.step], n));
+        let complete = memory.step + 1 == steps.len() && current.passed;
         for (i, (member, st)) in members.iter().zip(&state).enumerate() {
             if st.conflicting || st.carries {
                 continue;
             }
-            if i < size {
+            if current.joins.contains(&i) {
                 assign.push((member.thing.clone(), revision.clone()));
             } else if member.child.is_none() {
                 // Outside the slice: a new member starts on the last complete revision.
@@ -411,6 +404,39 @@ pub fn plan_rollout(input: &RolloutInput<'_>) -> RolloutPlan {
         conflicting,
         recheck_after: recheck,
     }
+}
+
+/// The slice of a step: the devices that carry the revision, wherever they are in the
+/// order (members that joined may sort before them), topped up with the first others in
+/// the order until `size` slots are taken. A conflicting device in the first `size`
+/// positions takes its slot and passes. So never more than `size` devices carry the
+/// revision, whoever joins.
+struct Slice {
+    /// Devices (by position) that get the revision now.
+    joins: Vec<usize>,
+    /// Every slot is taken and every device in it has converged or failed.
+    passed: bool,
+}
+
+fn slice(state: &[MemberState], size: usize) -> Slice {
+    let conflicting = state[..size.min(state.len())]
+        .iter()
+        .filter(|st| st.conflicting)
+        .count();
+    let carriers: Vec<&MemberState> = state
+        .iter()
+        .filter(|st| st.carries && !st.conflicting)
+        .collect();
+    let room = size.saturating_sub(conflicting + carriers.len());
+    let joins: Vec<usize> = state
+        .iter()
+        .enumerate()
+        .filter(|(_, st)| !st.carries && !st.conflicting)
+        .map(|(i, _)| i)
+        .take(room)
+        .collect();
+    let passed = joins.is_empty() && carriers.iter().all(|st| st.done || st.failed.is_some());
+    Slice { joins, passed }
 }
 
 #[derive(Clone, Debug, Default)]

@@ -718,3 +718,64 @@ proptest! {
         prop_assert!(p.memory.step < s.settings.effective_steps().len());
     }
 }
+
+#[test]
+fn things_that_join_before_the_canary_never_push_the_step_over_its_size() {
+    // Ten devices on r1; r2 at step [10%] goes to one of them.
+    let names = things(10);
+    let mut members = fleet(&names, "r1");
+    let memory = RolloutMemory {
+        complete_revision: Some("r1".into()),
+        ..RolloutMemory::default()
+    };
+    let steps = settings(&[10, 100]);
+    let first = plan(&members, "r2", &steps, &memory, t(0));
+    assert_eq!(first.assign.len(), 1, "{:?}", first.assign);
+    apply(&mut members, &first, t(0));
+    // Ten more join; some sort before the canary. The step now allows 2 of 20: one
+    // more device, not a whole new prefix.
+    members.extend((10..20).map(|i| Member {
+        thing: format!("lamp-{i:03}"),
+        child: None,
+    }));
+    let second = plan(&members, "r2", &steps, &first.memory, t(1));
+    let new: Vec<_> = second.assign.iter().filter(|(_, r)| r == "r2").collect();
+    assert_eq!(new.len(), 1, "{:?}", second.assign);
+    apply(&mut members, &second, t(1));
+    let carriers = members
+        .iter()
+        .filter(|m| m.child.as_ref().is_some_and(|c| c.revision == "r2"))
+        .count();
+    assert_eq!(carriers, slice_size(10, 20));
+}
+
+#[test]
+fn a_failure_after_the_rollout_completed_does_not_abort_it() {
+    let names = things(5);
+    let members = fleet(&names, "r1");
+    let memory = RolloutMemory {
+        revision: Some("r1".into()),
+        complete_revision: Some("r1".into()),
+        ..RolloutMemory::default()
+    };
+    let mut with_silent = members.clone();
+    with_silent.push(Member {
+        thing: "late-joiner".into(),
+        child: Some(Child {
+            revision: "r1".into(),
+            since: Some(t(0)),
+            converged: false,
+            stalled: None,
+            conflicting: None,
+        }),
+    });
+    let steps = settings(&[]);
+    let strict = RolloutSettings {
+        max_failures: FailureBudget::Count(0),
+        ..steps
+    };
+    let result = plan(&with_silent, "r1", &strict, &memory, t(3600));
+    assert_eq!(result.counts.failed, 1);
+    assert_eq!(result.phase, Phase::Complete);
+    assert!(!result.memory.aborted);
+}
