@@ -232,7 +232,7 @@ async fn reconcile(set: Arc<ThingShadowSet>, fleet: Arc<Fleet>) -> Result<Action
     }
 
     let limits = fleet.ctx.syncer.limits();
-    let valid = validate_thing_shadow_set(&name, &set.spec, &limits).is_ok();
+    let valid = validate_thing_shadow_set(&name, &set.spec, limits).is_ok();
     let resync = parse_duration(&set.spec.resync_interval).unwrap_or(Duration::from_secs(300));
     if valid {
         fleet.read_membership(&uid, &set, resync).await;
@@ -256,7 +256,7 @@ async fn reconcile(set: Arc<ThingShadowSet>, fleet: Arc<Fleet>) -> Result<Action
             foreign: &foreign,
             paused: paused(&set),
             now,
-            limits: &limits,
+            limits,
         })
     });
 
