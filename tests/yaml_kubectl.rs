@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{json, Value};
-use shadowsync::cli::manifest::{parse_resource, Resource};
+use shadowsync::cli::manifest::{parse_declared, Declared, Resource};
 
 const NAMESPACE: &str = "yaml-diff";
 const HEAD: &str = "apiVersion: iot.shadowsync.dev/v1alpha1\nkind: ThingShadow\n";
@@ -282,16 +282,31 @@ fn compare(ours: &std::process::Output, theirs: &std::process::Output) -> Result
 /// What a resource means: its spec read into the API types (defaults filled in), and its
 /// name, namespace, labels and annotations (kubectl's own annotation left out).
 fn reading(object: &Value) -> Result<Value, String> {
-    let resource = parse_resource(object)?.ok_or("not a shadowsync resource")?;
-    let (spec, meta) = match &resource {
-        Resource::ThingShadow(r) => (serde_json::to_value(&r.spec), &r.metadata),
-        Resource::RetainedMessage(r) => (serde_json::to_value(&r.spec), &r.metadata),
+    let declared = parse_declared(object)?.ok_or("not a shadowsync resource")?;
+    let (kind, key, spec, meta) = match &declared {
+        Declared::Resource(resource) => {
+            let (spec, meta) = match resource {
+                Resource::ThingShadow(r) => (serde_json::to_value(&r.spec), &r.metadata),
+                Resource::RetainedMessage(r) => (serde_json::to_value(&r.spec), &r.metadata),
+            };
+            (resource.kind(), resource.key(), spec, meta)
+        }
+        Declared::Set(set) => (
+            "ThingShadowSet",
+            format!(
+                "{}/{}",
+                set.metadata.namespace.as_deref().unwrap_or("default"),
+                set.metadata.name.as_deref().unwrap_or_default()
+            ),
+            serde_json::to_value(&set.spec),
+            &set.metadata,
+        ),
     };
     let mut annotations = meta.annotations.clone().unwrap_or_default();
     annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     Ok(json!({
-        "kind": resource.kind(),
-        "key": resource.key(),
+        "kind": kind,
+        "key": key,
         "labels": meta.labels.clone().unwrap_or_default(),
         "annotations": annotations,
         "spec": spec.map_err(|e| e.to_string())?,
