@@ -396,16 +396,17 @@ impl ThingTable {
 
 /// The generic cell rate algorithm: a token bucket kept as one timestamp (the
 /// theoretical arrival time of the next request). Each request reserves its slot when
-/// it asks, so waiters are served in order.
+/// it asks, so waiters are served in order. Also the registry's limiter
+/// (`registry::retrying`).
 #[derive(Debug)]
-struct Gcra {
+pub(crate) struct Gcra {
     interval: Duration,
     tolerance: Duration,
     next: Option<Instant>,
 }
 
 impl Gcra {
-    fn new(rate: RateLimit) -> Self {
+    pub(crate) fn new(rate: RateLimit) -> Self {
         let interval = Duration::from_secs(1) / rate.per_second.max(1);
         Self {
             interval,
@@ -415,7 +416,7 @@ impl Gcra {
     }
 
     /// Reserves the next slot; returns how long to wait for it.
-    fn reserve(&mut self, now: Instant) -> Duration {
+    pub(crate) fn reserve(&mut self, now: Instant) -> Duration {
         let next = self.next.map_or(now, |t| t.max(now));
         let start = next.checked_sub(self.tolerance).unwrap_or(now).max(now);
         self.next = Some(next + self.interval);

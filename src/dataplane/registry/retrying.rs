@@ -33,7 +33,7 @@ use super::{
     ThingSearchPage,
 };
 use crate::backoff::{Backoff, Jitter};
-use crate::dataplane::resilient::RateLimit;
+use crate::dataplane::resilient::{Gcra, RateLimit};
 use crate::dataplane::DataPlaneError;
 
 /// Rate limit and retry policy of a [`RetryingRegistry`].
@@ -134,36 +134,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The generic cell rate algorithm, as the data-plane limiter runs it: a token bucket
-/// kept as one timestamp (the theoretical arrival time of the next request). Each
-/// request reserves its slot when it asks, so waiters are served in order; over any
-/// window of `t` seconds at most `burst + per_second * t` requests start.
-#[derive(Debug)]
-struct Gcra {
-    interval: Duration,
-    tolerance: Duration,
-    next: Option<Instant>,
-}
-
-impl Gcra {
-    fn new(rate: RateLimit) -> Self {
-        let interval = Duration::from_secs(1) / rate.per_second.max(1);
-        Self {
-            interval,
-            tolerance: interval * (rate.burst.max(1) - 1),
-            next: None,
-        }
-    }
-
-    /// Reserves the next slot; returns how long to wait for it.
-    fn reserve(&mut self, now: Instant) -> Duration {
-        let next = self.next.map_or(now, |t| t.max(now));
-        let start = next.checked_sub(self.tolerance).unwrap_or(now).max(now);
-        self.next = Some(next + self.interval);
-        start - now
-    }
 }
 
 #[async_trait]
