@@ -77,6 +77,8 @@ struct Fleet {
     ctx: Arc<Context>,
     registry: Arc<dyn Registry>,
     children: Arc<Children>,
+    /// The cached sets: what is remembered of a set that is gone is dropped.
+    sets: reflector::Store<ThingShadowSet>,
     remembered: Mutex<HashMap<String, Remembered>>,
 }
 
@@ -104,14 +106,15 @@ pub async fn run(
         }
     };
     let children = Arc::new(Children::default());
+    let (reader, writer) = reflector::store::<ThingShadowSet>();
     let fleet = Arc::new(Fleet {
         ctx: ctx.clone(),
         registry,
         children: children.clone(),
+        sets: reader.clone(),
         remembered: Mutex::new(HashMap::new()),
     });
 
-    let (reader, writer) = reflector::store::<ThingShadowSet>();
     // A pass is needed when the spec (generation), the pause annotation or the deletion
     // changes; not on the operator's own status writes.
     let sets_stream = watcher::watcher(
@@ -318,6 +321,13 @@ impl Fleet {
     /// otherwise records this pass.
     fn too_soon(&self, uid: &str) -> Option<Duration> {
         let mut remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        if remembered.len() > self.sets.len() {
+            // Some set is gone (deleted sets get no pass): forget it, its membership
+            // included.
+            let live: std::collections::HashSet<String> =
+                self.sets.state().iter().filter_map(|s| s.uid()).collect();
+            remembered.retain(|uid, _| live.contains(uid));
+        }
         let entry = remembered.entry(uid.to_string()).or_default();
         let now = Instant::now();
         if let Some(last) = entry.last_pass {
@@ -351,9 +361,9 @@ impl Fleet {
         entry.read_at = Some(Instant::now());
         match result {
             Ok(things) => {
-                if entry.selector != selector {
-                    entry.foreign.clear();
-                }
+                // A name held by another object is tried again on each read: the
+                // object may be gone.
+                entry.foreign.clear();
                 entry.selector = selector;
                 entry.things = Some(Arc::new(things));
                 entry.read_time = Some(Utc::now());
