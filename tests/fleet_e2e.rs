@@ -437,6 +437,16 @@ async fn a_canary_by_thing_group_aborts_on_a_silent_device_and_rolls_back() {
         },
     )
     .await;
+    // The aborted set keeps showing what stopped it.
+    let settled = wait_set(&s, ns, "lamps", "rolled back", |o| {
+        phase_is(o, "Aborted") && count(o, "updated") == 0
+    })
+    .await;
+    assert_eq!(count(&settled, "failed"), 1, "{}", settled["status"]);
+    assert_eq!(
+        settled["status"]["failedThings"][0]["thing"],
+        silent.as_str()
+    );
     for thing in &all {
         let thing = thing.as_str();
         eventually(

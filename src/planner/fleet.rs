@@ -449,6 +449,11 @@ fn fill_status(
 ) {
     let steps = settings.effective_steps();
     let step = plan.memory.step.min(steps.len() - 1);
+    // An aborted rollout keeps showing what stopped it: after a rollback the failed
+    // devices no longer carry the revision and would drop out of the counts.
+    let sticky =
+        plan.phase == Phase::Aborted && status.aborted && status.revision == plan.memory.revision;
+    let (failed_before, failed_things_before) = (status.failed, status.failed_things.clone());
     status.phase = Some(phase_name(plan.phase).to_string());
     status.revision = plan.memory.revision.clone();
     status.complete_revision = plan.memory.complete_revision.clone();
@@ -473,6 +478,10 @@ fn fill_status(
     };
     status.failed_things = issues(&plan.failed);
     status.conflicting_things = issues(&plan.conflicting);
+    if sticky && status.failed < failed_before {
+        status.failed = failed_before;
+        status.failed_things = failed_things_before;
+    }
 }
 
 fn phase_name(phase: Phase) -> &'static str {

@@ -868,11 +868,15 @@ fn failures_beyond_the_budget_with_rollback_restore_the_previous_template() {
     world.apply(&plan, t(130));
     assert!(world.carrying(&new_rev).is_empty());
     world.converge_all();
-    // Aborted stays aborted, quietly, until the template changes.
+    // Aborted stays aborted, quietly, until the template changes, and keeps showing
+    // the devices that stopped it (after the rollback they no longer carry the revision).
     let again = world.step(t(160));
     assert!(again.changes.is_empty(), "{:?}", again.changes);
     assert!(again.events.is_empty(), "{:?}", again.events);
     assert_eq!(again.status.phase.as_deref(), Some("Aborted"));
+    assert_eq!(again.status.updated, 0);
+    assert_eq!(again.status.failed, 2);
+    assert_eq!(again.status.failed_things, plan.status.failed_things);
     assert_eq!(
         condition(&again.status, STALLED)
             .unwrap()
