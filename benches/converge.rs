@@ -7,6 +7,7 @@
 //! ```sh
 //! cargo build --release --bins
 //! cargo bench --bench converge -- [--shadows N] [--retained M] [--max-rps R]
+//! cargo bench --bench converge -- --set N [--max-rps R]    # fleet mode, see fleet.rs
 //! ```
 //!
 //! The operator runs as the chart's ServiceAccount (the Namespace, ServiceAccount and
@@ -23,6 +24,11 @@
 // The end-to-end harness: the control plane, kubectl, the chart's RBAC, the audit log.
 #[path = "../tests/e2e/mod.rs"]
 mod e2e;
+
+// Fleet mode (`--set N`): a ThingShadowSet against the same number of standalone
+// ThingShadows. Under `converge/` so that cargo does not take it for a bench target.
+#[path = "converge/fleet.rs"]
+mod fleet;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -80,9 +86,20 @@ struct Args {
     skip_refresh: bool,
     operator_args: Vec<String>,
     timeout: Duration,
+    /// Fleet mode: the number of things of the ThingShadowSet (`--set N`).
+    set: Option<usize>,
+    /// Fleet mode: the rollout steps of the template change (`--steps 1,10,100`).
+    steps: Vec<u8>,
+    /// Fleet mode: how long a simulated device takes to report (`--report-delay-ms`).
+    report_delay_ms: u64,
 }
 
 fn parse_args() -> Result<Args> {
+    parse_args_from(std::env::args().skip(1))
+}
+
+/// The options, without the program name.
+fn parse_args_from(mut it: impl Iterator<Item = String>) -> Result<Args> {
     let mut args = Args {
         shadows: 2000,
         retained: 200,
@@ -92,16 +109,50 @@ fn parse_args() -> Result<Args> {
         skip_refresh: false,
         operator_args: Vec::new(),
         timeout: Duration::from_secs(3600),
+        set: None,
+        steps: fleet::DEFAULT_STEPS.to_vec(),
+        report_delay_ms: fleet::DEFAULT_REPORT_DELAY_MS,
     };
-    let mut it = std::env::args().skip(1);
+    // Options that belong to one mode only, to refuse them in the other.
+    let mut fixed_mode_only = Vec::new();
+    let mut set_mode_only = Vec::new();
+    let mut timeout_given = false;
     while let Some(arg) = it.next() {
         let mut value = |name: &str| -> Result<String> {
             it.next()
                 .ok_or_else(|| format!("{name} needs a value").into())
         };
         match arg.as_str() {
-            "--shadows" => args.shadows = value("--shadows")?.parse()?,
-            "--retained" => args.retained = value("--retained")?.parse()?,
+            "--shadows" => {
+                args.shadows = value("--shadows")?.parse()?;
+                fixed_mode_only.push("--shadows");
+            }
+            "--retained" => {
+                args.retained = value("--retained")?.parse()?;
+                fixed_mode_only.push("--retained");
+            }
+            "--skip-refresh" => {
+                args.skip_refresh = true;
+                fixed_mode_only.push("--skip-refresh");
+            }
+            "--set" => {
+                let n = value("--set")?;
+                args.set = Some(
+                    n.parse()
+                        .map_err(|e| format!("--set {n:?}: {e} (a number of things)"))?,
+                );
+            }
+            "--steps" => {
+                args.steps = fleet::parse_steps(&value("--steps")?)?;
+                set_mode_only.push("--steps");
+            }
+            "--report-delay-ms" => {
+                let ms = value("--report-delay-ms")?;
+                args.report_delay_ms = ms
+                    .parse()
+                    .map_err(|e| format!("--report-delay-ms {ms:?}: {e}"))?;
+                set_mode_only.push("--report-delay-ms");
+            }
             "--concurrency" => args.concurrency = value("--concurrency")?.parse()?,
             "--max-rps" => {
                 let rps = value("--max-rps")?;
@@ -110,10 +161,10 @@ fn parse_args() -> Result<Args> {
                 args.max_rps = Some(rps);
             }
             "--refresh-seconds" => args.refresh_seconds = value("--refresh-seconds")?.parse()?,
-            "--skip-refresh" => args.skip_refresh = true,
             "--operator-arg" => args.operator_args.push(value("--operator-arg")?),
             "--timeout-seconds" => {
-                args.timeout = Duration::from_secs(value("--timeout-seconds")?.parse()?)
+                args.timeout = Duration::from_secs(value("--timeout-seconds")?.parse()?);
+                timeout_given = true;
             }
             // `cargo bench` passes `--bench` to harness-less targets.
             "--bench" => {}
@@ -121,7 +172,11 @@ fn parse_args() -> Result<Args> {
                 println!(
                     "cargo bench --bench converge -- [--shadows N] [--retained M] \
                      [--max-rps R] [--concurrency C] [--refresh-seconds S] \
-                     [--skip-refresh] [--operator-arg ARG]... [--timeout-seconds T]"
+                     [--skip-refresh] [--operator-arg ARG]... [--timeout-seconds T]\n\
+                     cargo bench --bench converge -- --set N [--max-rps R] [--steps 1,10,100] \
+                     [--refresh-seconds S] [--report-delay-ms MS] [--concurrency C] \
+                     [--operator-arg ARG]... [--timeout-seconds T]\n\
+                     cargo bench --bench converge -- --self-test"
                 );
                 std::process::exit(0);
             }
@@ -136,6 +191,21 @@ fn parse_args() -> Result<Args> {
         // The operator gets it as a flag; the direct run reads the same flags.
         args.operator_args.push("--max-rps".into());
         args.operator_args.push(rps.clone());
+    }
+    if let Some(n) = args.set {
+        if let Some(flag) = fixed_mode_only.first() {
+            return Err(format!(
+                "{flag} is an option of the standalone mode; --set N measures N things of \
+                 one ThingShadowSet against N standalone ThingShadows"
+            )
+            .into());
+        }
+        fleet::check_size(n)?;
+        fleet::fill_defaults(&mut args, timeout_given)?;
+        return Ok(args);
+    }
+    if let Some(flag) = set_mode_only.first() {
+        return Err(format!("{flag} is an option of the fleet mode (--set N)").into());
     }
     if args.refresh_seconds == 0 {
         // Keep the mean refresh rate well under the operator's default 100 requests/s,
@@ -362,11 +432,22 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 // Plain HTTP to the admin endpoints (data-plane stats, operator metrics and probes)
 
 fn http(method: &str, addr: &str, path: &str) -> Result<(u16, String)> {
+    http_with_body(method, addr, path, "")
+}
+
+/// A request with a JSON body (an empty body: none).
+fn http_with_body(method: &str, addr: &str, path: &str, body: &str) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let content_type = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
     write!(
         stream,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: {BENCH_UA}\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: {BENCH_UA}\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
+        body.len()
     )?;
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf)?;
@@ -491,6 +572,9 @@ struct ApiCounts {
     /// How long the apiserver took to answer each of the operator's writes, in
     /// microseconds (request received to response complete, from the audit log).
     operator_write_micros: Vec<u32>,
+    /// When the apiserver received each of the operator's writes of a ThingShadowSet's
+    /// status, in microseconds since the epoch (fleet mode).
+    set_status_received_micros: Vec<i64>,
 }
 
 /// The timestamps of an audit event (`audit.k8s.io/v1`).
@@ -507,6 +591,13 @@ impl AuditTimes {
         let parse = |t: &Option<String>| chrono::DateTime::parse_from_rfc3339(t.as_deref()?).ok();
         let took = parse(&self.stage_timestamp)? - parse(&self.request_received_timestamp)?;
         u32::try_from(took.num_microseconds()?).ok()
+    }
+
+    /// When the request was received, in microseconds since the epoch.
+    fn received_micros(&self) -> Option<i64> {
+        chrono::DateTime::parse_from_rfc3339(self.request_received_timestamp.as_deref()?)
+            .ok()
+            .map(|t| t.timestamp_micros())
     }
 }
 
@@ -531,8 +622,13 @@ impl ApiCounts {
         let object = event.object_ref.clone().unwrap_or_default();
         if who == Who::Operator {
             if is_write(&event.verb) {
-                if let Some(micros) = times.and_then(|t| t.micros()) {
+                if let Some(micros) = times.as_ref().and_then(|t| t.micros()) {
                     self.operator_write_micros.push(micros);
+                }
+                if object.resource == fleet::SET_PLURAL && object.subresource == "status" {
+                    if let Some(at) = times.as_ref().and_then(|t| t.received_micros()) {
+                        self.set_status_received_micros.push(at);
+                    }
                 }
             }
             if let Some(code) = event.response_status.as_ref().map(|s| s.code) {
@@ -1188,6 +1284,11 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 fn main() {
+    // `-- --self-test`: the benchmark's own checks, without a cluster (the target has no
+    // libtest, and cargo builds it with `cfg(test)` for `cargo bench` too).
+    if std::env::args().any(|a| a == "--self-test") {
+        fleet::self_test();
+    }
     let args = match parse_args() {
         Ok(args) => args,
         Err(err) => {
@@ -1204,7 +1305,13 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let outcome = runtime.block_on(async {
-        tokio::time::timeout(args.timeout, run(args.clone()))
+        let work = async {
+            match args.set {
+                Some(n) => fleet::run(args.clone(), n).await,
+                None => run(args.clone()).await,
+            }
+        };
+        tokio::time::timeout(args.timeout, work)
             .await
             .unwrap_or_else(|_| Err(format!("timed out after {:?}", args.timeout).into()))
     });
@@ -1227,6 +1334,75 @@ fn component_pid(cluster: &ControlPlane, name: &str) -> Option<u32> {
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
+}
+
+/// The control plane with the CRDs and the chart's RBAC, the operator's ServiceAccount
+/// kubeconfig, the benchmark's client and the namespace the benchmark works in.
+struct Kube {
+    cluster: ControlPlane,
+    operator_kubeconfig: PathBuf,
+    client: kube::Client,
+    apiserver_version: String,
+    apiserver_pid: u32,
+    etcd_pid: u32,
+    control_plane_seconds: Duration,
+}
+
+/// Starts the control plane (`cluster.sh up`), applies the CRDs and the chart's RBAC,
+/// writes the ServiceAccount's kubeconfig and creates the benchmark's namespace.
+async fn start_kube(root: &Path, logs: &Path) -> Result<Kube> {
+    let started = Instant::now();
+    let cluster = tokio::task::block_in_place(|| {
+        let cluster = ControlPlane::start(&logs.join("cluster"));
+        e2e::kubectl_apply(&cluster.kubeconfig, &root.join("crds"), logs);
+        e2e::install_operator_rbac(&cluster.kubeconfig, logs);
+        cluster
+    });
+    let operator_kubeconfig = logs.join("operator.kubeconfig");
+    tokio::task::block_in_place(|| {
+        cluster.service_account_kubeconfig(
+            OPERATOR_NAMESPACE,
+            OPERATOR_SERVICE_ACCOUNT,
+            &operator_kubeconfig,
+            &cluster.url,
+        )
+    });
+    let control_plane_seconds = started.elapsed();
+    let apiserver_pid = component_pid(&cluster, "apiserver").ok_or("no apiserver pid")?;
+    let etcd_pid = component_pid(&cluster, "etcd").ok_or("no etcd pid")?;
+
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&cluster.kubeconfig)?,
+        &Default::default(),
+    )
+    .await?;
+    config.headers.push((
+        HeaderName::from_static("user-agent"),
+        HeaderValue::from_static(BENCH_UA),
+    ));
+    let client = kube::Client::try_from(config)?;
+    let apiserver_version = client.apiserver_version().await?.git_version;
+    println!(
+        "control plane: kube-apiserver {apiserver_version} with etcd (cluster.sh), CRDs and the \
+         chart's RBAC applied, in {:.1}s; the operator runs as {OPERATOR_USER}",
+        control_plane_seconds.as_secs_f64()
+    );
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?,
+        )
+        .await?;
+    Ok(Kube {
+        cluster,
+        operator_kubeconfig,
+        client,
+        apiserver_version,
+        apiserver_pid,
+        etcd_pid,
+        control_plane_seconds,
+    })
 }
 
 async fn run(args: Args) -> Result<()> {
@@ -1300,49 +1476,15 @@ async fn run(args: Args) -> Result<()> {
     };
 
     // --- 2. The control plane, the chart's RBAC, the data plane, the operator ----------
-    let started = Instant::now();
-    let cluster = tokio::task::block_in_place(|| {
-        let cluster = ControlPlane::start(&logs.join("cluster"));
-        e2e::kubectl_apply(&cluster.kubeconfig, &root.join("crds"), &logs);
-        e2e::install_operator_rbac(&cluster.kubeconfig, &logs);
-        cluster
-    });
-    let operator_kubeconfig = logs.join("operator.kubeconfig");
-    tokio::task::block_in_place(|| {
-        cluster.service_account_kubeconfig(
-            OPERATOR_NAMESPACE,
-            OPERATOR_SERVICE_ACCOUNT,
-            &operator_kubeconfig,
-            &cluster.url,
-        )
-    });
-    let control_plane_seconds = started.elapsed();
-    let apiserver_pid = component_pid(&cluster, "apiserver").ok_or("no apiserver pid")?;
-    let etcd_pid = component_pid(&cluster, "etcd").ok_or("no etcd pid")?;
-
-    let mut config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&cluster.kubeconfig)?,
-        &Default::default(),
-    )
-    .await?;
-    config.headers.push((
-        HeaderName::from_static("user-agent"),
-        HeaderValue::from_static(BENCH_UA),
-    ));
-    let client = kube::Client::try_from(config)?;
-    let apiserver_version = client.apiserver_version().await?.git_version;
-    println!(
-        "control plane: kube-apiserver {apiserver_version} with etcd (cluster.sh), CRDs and the \
-         chart's RBAC applied, in {:.1}s; the operator runs as {OPERATOR_USER}",
-        control_plane_seconds.as_secs_f64()
-    );
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?,
-        )
-        .await?;
+    let Kube {
+        cluster,
+        operator_kubeconfig,
+        client,
+        apiserver_version,
+        apiserver_pid,
+        etcd_pid,
+        control_plane_seconds,
+    } = start_kube(&root, &logs).await?;
     let mut audit = Audit::new(cluster.dir.join("audit.log"), client.clone());
 
     let (dataplane, dp_addr) = start_listening(
