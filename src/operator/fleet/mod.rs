@@ -71,6 +71,7 @@ struct Remembered {
     /// Things whose child name another object holds.
     foreign: BTreeMap<String, String>,
     last_pass: Option<Instant>,
+    last_status_write: Option<Instant>,
 }
 
 struct Fleet {
@@ -264,12 +265,11 @@ async fn reconcile(set: Arc<ThingShadowSet>, fleet: Arc<Fleet>) -> Result<Action
     });
 
     let owner = owner_reference(&set, &uid);
-    let writes: Vec<_> = plan
-        .changes
-        .iter()
-        .map(|change| fleet.perform(&namespace, &name, &owner, change))
-        .collect();
-    let outcomes = futures::stream::iter(writes)
+    // Each write's future is made when its turn comes: at most WRITE_CONCURRENCY exist
+    // at once, whatever the size of the fleet.
+    let changes = &plan.changes;
+    let outcomes = futures::stream::iter(0..changes.len())
+        .map(|i| fleet.perform(&namespace, &name, &owner, &changes[i]))
         .buffer_unordered(WRITE_CONCURRENCY)
         .collect::<Vec<_>>()
         .await;
@@ -298,15 +298,20 @@ async fn reconcile(set: Arc<ThingShadowSet>, fleet: Arc<Fleet>) -> Result<Action
             warn!(error = %err, set = %name, "cannot record an Event");
         }
     }
+    // At most one status write a second: a pass that ends less than a second after the
+    // last write leaves it to the next pass.
+    let mut next = plan.recheck_after;
     if plan.status != prior {
-        write_status(&fleet.ctx, &namespace, &name, &plan.status).await?;
+        match fleet.status_written_recently(&uid) {
+            Some(wait) => next = Some(next.map_or(wait, |n| n.min(wait))),
+            None => write_status(&fleet.ctx, &namespace, &name, &plan.status).await?,
+        }
     }
     if let Some(err) = failures.into_iter().next() {
         return Err(err);
     }
     // Look again for a step timeout or the next membership read, whichever is first;
     // changes of the children wake the set anyway.
-    let mut next = plan.recheck_after;
     if valid && set.spec.selector.things.is_none() {
         next = Some(next.map_or(resync, |n| n.min(resync)));
     }
@@ -337,6 +342,22 @@ impl Fleet {
             }
         }
         entry.last_pass = Some(now);
+        None
+    }
+
+    /// `Some(wait)` when the set's status was written less than MIN_PASS_INTERVAL ago;
+    /// otherwise records a write now.
+    fn status_written_recently(&self, uid: &str) -> Option<Duration> {
+        let mut remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = remembered.entry(uid.to_string()).or_default();
+        let now = Instant::now();
+        if let Some(last) = entry.last_status_write {
+            let since = now.duration_since(last);
+            if since < MIN_PASS_INTERVAL {
+                return Some(MIN_PASS_INTERVAL - since);
+            }
+        }
+        entry.last_status_write = Some(now);
         None
     }
 
