@@ -34,12 +34,14 @@ use shadowsync::api::ThingShadowSet;
 use shadowsync::dataplane::aws::{AwsDataPlane, AwsOptions};
 use shadowsync::dataplane::server::{Operation, StatsSnapshot};
 use shadowsync::dataplane::DataPlane;
+use shadowsync::planner::fleet::naming::child_name;
 
 const NAMESPACE: &str = "default";
 
-/// The kinds `shadowsync apply` reads. Add `ThingShadowSet` here once it does: its cases
-/// then go through the same CLI checks as the others (their headers already state what
-/// apply must print).
+/// How long a set's setup child may take to be Ready (see the setup loop).
+const CHILD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The kinds `shadowsync apply` reads: their cases go through the CLI checks.
 const APPLY_KINDS: [&str; 3] = ["ThingShadow", "RetainedMessage", "ThingShadowSet"];
 
 /// Where a case is refused.
@@ -340,11 +342,38 @@ async fn cluster_side(s: &Stack, cases: &[Case]) -> Vec<Seen> {
         }
     }
     for case in cases {
-        // A set's setup selects no thing: it makes no call, and its refusal needs no
-        // operator (a transition rule of the schema).
-        if let (Some(first), "ThingShadow" | "RetainedMessage") = (&case.first, case.kind()) {
-            let name = first["metadata"]["name"].as_str().expect("a name");
-            s.wait_ready(case.e2e_kind(), NAMESPACE, name).await;
+        let Some(first) = &case.first else { continue };
+        let name = first["metadata"]["name"].as_str().expect("a name");
+        match case.kind() {
+            "ThingShadow" | "RetainedMessage" => {
+                s.wait_ready(case.e2e_kind(), NAMESPACE, name).await;
+            }
+            // A set's setup: its children, Ready (their writes done before counting).
+            _ => {
+                for thing in first["spec"]["selector"]["things"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    let child = child_name(name, thing.as_str().expect("a thing name"));
+                    // Up to 30 s after the CRDs are installed the apiserver refuses
+                    // children that block their owner's deletion (its RESTMapper is
+                    // refreshed every 30 s); the set retries.
+                    eventually(
+                        &format!("the set's child {child} Ready"),
+                        CHILD_DEADLINE,
+                        async || match s.try_get(Kind::Shadow, NAMESPACE, &child).await? {
+                            Some(obj)
+                                if condition_is(&obj, "Ready", "True") && is_current(&obj) =>
+                            {
+                                Ok(())
+                            }
+                            other => Err(format!("{other:?}")),
+                        },
+                    )
+                    .await;
+                }
+            }
         }
     }
     let before = s.stats().await;
