@@ -20,6 +20,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use sha2::{Digest, Sha256};
 
+use crate::planner::fleet::naming::sanitize;
+
 /// Longest name a manifest gets: a DNS-1123 label, valid for every Kubernetes object.
 const MAX_NAME: usize = 63;
 /// Hex digits of the hash suffix that shortens or disambiguates a name.
@@ -79,24 +81,6 @@ pub(super) fn topic_name_candidate(topic: &str) -> NameCandidate {
         identity: format!("topic\0{topic}"),
         fallback: "topic",
     }
-}
-
-/// Lower-case ASCII letters and digits; every run of other characters becomes one `-`;
-/// no `-` at either end.
-fn sanitize(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for c in raw.chars() {
-        let c = c.to_ascii_lowercase();
-        if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            out.push(c);
-        } else if !out.is_empty() && !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    while out.ends_with('-') {
-        out.pop();
-    }
-    out
 }
 
 /// One DNS-1123 label per candidate, all different. A base keeps its plain form when it

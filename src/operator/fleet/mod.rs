@@ -334,15 +334,7 @@ impl Fleet {
             remembered.retain(|uid, _| live.contains(uid));
         }
         let entry = remembered.entry(uid.to_string()).or_default();
-        let now = Instant::now();
-        if let Some(last) = entry.last_pass {
-            let since = now.duration_since(last);
-            if since < MIN_PASS_INTERVAL {
-                return Some(MIN_PASS_INTERVAL - since);
-            }
-        }
-        entry.last_pass = Some(now);
-        None
+        spaced(&mut entry.last_pass, Instant::now())
     }
 
     /// `Some(wait)` when the set's status was written less than MIN_PASS_INTERVAL ago;
@@ -350,15 +342,7 @@ impl Fleet {
     fn status_written_recently(&self, uid: &str) -> Option<Duration> {
         let mut remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
         let entry = remembered.entry(uid.to_string()).or_default();
-        let now = Instant::now();
-        if let Some(last) = entry.last_status_write {
-            let since = now.duration_since(last);
-            if since < MIN_PASS_INTERVAL {
-                return Some(MIN_PASS_INTERVAL - since);
-            }
-        }
-        entry.last_status_write = Some(now);
-        None
+        spaced(&mut entry.last_status_write, Instant::now())
     }
 
     /// Reads the membership when the selector changed, it was never read, or
@@ -538,6 +522,18 @@ impl Fleet {
             }
         }
     }
+}
+
+/// `Some(wait)` when `last` is less than MIN_PASS_INTERVAL before `now`; otherwise sets
+/// `last` to `now`.
+fn spaced(last: &mut Option<Instant>, now: Instant) -> Option<Duration> {
+    if let Some(since) = last.map(|last| now.duration_since(last)) {
+        if since < MIN_PASS_INTERVAL {
+            return Some(MIN_PASS_INTERVAL - since);
+        }
+    }
+    *last = Some(now);
+    None
 }
 
 fn owner_reference(set: &ThingShadowSet, uid: &str) -> OwnerReference {

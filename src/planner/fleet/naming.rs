@@ -29,8 +29,8 @@ pub fn child_name(set: &str, thing: &str) -> String {
 }
 
 /// Lower-case ASCII letters and digits; every run of other characters becomes one `-`;
-/// no `-` at either end.
-fn sanitize(raw: &str) -> String {
+/// no `-` at either end. Also what `import` derives manifest names from.
+pub fn sanitize(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     for c in raw.chars() {
         let c = c.to_ascii_lowercase();
