@@ -19,6 +19,7 @@
 //!   members get during a rollout and what a rollback restores.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -134,7 +135,7 @@ pub enum ChildChange {
     Create {
         thing: String,
         revision: String,
-        template: ShadowTemplate,
+        template: Arc<ShadowTemplate>,
     },
     /// Give the existing child (`uid` as a precondition) `revision`.
     Update {
@@ -142,7 +143,7 @@ pub enum ChildChange {
         name: String,
         uid: String,
         revision: String,
-        template: ShadowTemplate,
+        template: Arc<ShadowTemplate>,
     },
     /// Delete the child of a thing that left the selection.
     Delete {
@@ -334,12 +335,16 @@ fn child_changes(
     complete_template: Option<&ShadowTemplate>,
     input: &SetInput<'_>,
 ) -> Vec<ChildChange> {
+    // One copy of each template, shared by every change that carries it: a pass over
+    // 10,000 children would otherwise hold 10,000 copies of the desired document.
+    let current = Arc::new(input.spec.template.clone());
+    let complete = complete_template.map(|t| Arc::new(t.clone()));
     let mut changes = Vec::new();
     for (thing, assigned) in &plan.assign {
         let template = if assigned == revision {
-            &input.spec.template
+            &current
         } else if Some(assigned) == plan.memory.complete_revision.as_ref() {
-            match complete_template {
+            match &complete {
                 Some(template) => template,
                 // The complete template is not known (its status was lost): nothing to
                 // give this thing but the new revision in its turn.
@@ -355,12 +360,12 @@ fn child_changes(
                 name: child.name.clone(),
                 uid: child.uid.clone(),
                 revision: assigned.clone(),
-                template: template.clone(),
+                template: Arc::clone(template),
             }),
             None => changes.push(ChildChange::Create {
                 thing: thing.clone(),
                 revision: assigned.clone(),
-                template: template.clone(),
+                template: Arc::clone(template),
             }),
         }
     }

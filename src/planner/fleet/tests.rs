@@ -178,7 +178,8 @@ impl World {
                             ..ChildFacts::default()
                         },
                     );
-                    self.templates.insert(thing.clone(), template.clone());
+                    self.templates
+                        .insert(thing.clone(), ShadowTemplate::clone(template));
                 }
                 ChildChange::Update {
                     thing,
@@ -194,7 +195,8 @@ impl World {
                     child.since = Some(now);
                     child.converged = false;
                     child.stalled = None;
-                    self.templates.insert(thing.clone(), template.clone());
+                    self.templates
+                        .insert(thing.clone(), ShadowTemplate::clone(template));
                 }
                 ChildChange::Delete { thing, name, uid } => {
                     let child = self.children.get_mut(thing).expect("a deleted child");
@@ -563,7 +565,7 @@ fn a_first_rollout_all_at_once_creates_one_child_per_thing() {
                 ..
             } => {
                 assert_eq!(r, &rev);
-                assert_eq!(tpl, &template("on"));
+                assert_eq!(**tpl, template("on"));
             }
             other => panic!("not a creation: {other:?}"),
         }
@@ -609,7 +611,7 @@ fn a_canary_rollout_goes_step_by_step_to_complete() {
     assert!(first
         .changes
         .iter()
-        .all(|c| matches!(c, ChildChange::Create { revision: r, template: x, .. } if *r == rev && *x == tpl)));
+        .all(|c| matches!(c, ChildChange::Create { revision: r, template: x, .. } if *r == rev && **x == tpl)));
     assert_eq!(first.status.current_step, 0);
     assert_eq!(first.status.step.as_deref(), Some("1/3 (10%)"));
     assert_eq!(first.status.step_started_time, Some(rfc3339(t(0))));
@@ -734,7 +736,7 @@ fn a_template_change_updates_the_slice_and_new_members_get_the_complete_template
         };
         assert_eq!(uid, &uids[thing], "the uid is the precondition");
         assert_eq!(name, &child_name(SET, thing));
-        assert_eq!((r, x), (&new_rev, &new));
+        assert_eq!((r, &**x), (&new_rev, &new));
     }
     assert_eq!(plan.status.revision.as_deref(), Some(new_rev.as_str()));
     assert_eq!(
@@ -763,7 +765,7 @@ fn a_template_change_updates_the_slice_and_new_members_get_the_complete_template
         .changes
         .iter()
         .filter(|c| {
-            matches!(c, ChildChange::Create { revision: r, template: x, .. } if *r == old_rev && *x == old)
+            matches!(c, ChildChange::Create { revision: r, template: x, .. } if *r == old_rev && **x == old)
         })
         .map(|c| thing_of(c).to_string())
         .collect();
@@ -853,8 +855,8 @@ fn failures_beyond_the_budget_with_rollback_restore_the_previous_template() {
         };
         assert_eq!(uid, &world.children[thing].uid);
         assert_eq!(r, &old_rev);
-        assert_eq!(x, &old);
-        assert_eq!(x, world.status.complete_template.as_ref().unwrap());
+        assert_eq!(&**x, &old);
+        assert_eq!(&**x, world.status.complete_template.as_ref().unwrap());
     }
     assert_eq!(
         reasons(&plan),
@@ -988,7 +990,7 @@ fn children_of_leavers_are_deleted_and_deleting_children_are_left_alone() {
     let created: BTreeSet<String> = plan
         .changes
         .iter()
-        .filter(|c| matches!(c, ChildChange::Create { template: x, .. } if *x == template("off")))
+        .filter(|c| matches!(c, ChildChange::Create { template: x, .. } if **x == template("off")))
         .map(|c| thing_of(c).to_string())
         .collect();
     assert_eq!(
@@ -1618,7 +1620,7 @@ impl Sim {
                     );
                 } else {
                     prop_assert_eq!(Some(rev), status.complete_revision.as_ref());
-                    prop_assert_eq!(Some(template), self.by_revision.get(rev));
+                    prop_assert_eq!(Some(&**template), self.by_revision.get(rev));
                 }
             }
         }
@@ -1665,7 +1667,7 @@ impl Sim {
                             return Err(TestCaseError::fail(format!("aborted, yet {change:?}")));
                         };
                         prop_assert_eq!(r, complete);
-                        prop_assert_eq!(Some(x), status.complete_template.as_ref());
+                        prop_assert_eq!(Some(&**x), status.complete_template.as_ref());
                         back.insert(thing.clone());
                     }
                     prop_assert_eq!(&back, &expected);
