@@ -1,7 +1,9 @@
 //! Prometheus metrics. Every label value comes from a fixed set (kinds, operation names,
 //! outcome reasons), never from object names or error text, so series stay bounded.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -58,8 +60,11 @@ pub struct Metrics {
     throttles: Family<Operation, Counter>,
     conflicts: Family<Conflict, Counter>,
     resources: Family<Readiness, Gauge>,
-    /// uid -> (kind, ready), so the gauge counts each resource once.
-    readiness: Mutex<HashMap<String, (&'static str, bool)>>,
+    /// Hash of the uid -> (kind, ready), so the gauge counts each resource once. A hash
+    /// instead of the uid string halves the entry (about 1 MB less at 10,000
+    /// resources); two uids of the same 64-bit hash (odds of about 1 in 10^11 among
+    /// 10,000) would only make the gauge count one resource too few.
+    readiness: Mutex<HashMap<u64, (&'static str, bool)>>,
 }
 
 impl Default for Metrics {
@@ -156,9 +161,14 @@ impl Metrics {
         let Ok(mut states) = self.readiness.lock() else {
             return;
         };
+        let key = {
+            let mut hasher = DefaultHasher::new();
+            uid.hash(&mut hasher);
+            hasher.finish()
+        };
         let previous = match ready {
-            Some(ready) => states.insert(uid.to_string(), (kind, ready)),
-            None => states.remove(uid),
+            Some(ready) => states.insert(key, (kind, ready)),
+            None => states.remove(&key),
         };
         let label = |ready: bool| Readiness {
             kind,
