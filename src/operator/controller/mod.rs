@@ -103,8 +103,11 @@ pub async fn run<K: Managed>(
             info!(kind = K::KIND, "stopped before the cache synced");
         }
     };
-    let controller = Controller::for_shared_stream(stream, reader)
+    // The watch's objects come in as references (see `triggered`), like the other
+    // triggers.
+    let controller = Controller::for_shared_stream(futures::stream::empty(), reader)
         .with_config(config)
+        .reconcile_on(stream)
         .reconcile_on(ctx.tenancy.requeues(owners.store.clone()))
         .reconcile_on(after_outages(ctx.clone(), owners.store.clone()))
         .reconcile_on(refreshes.fired())

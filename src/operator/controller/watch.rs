@@ -150,19 +150,30 @@ pub(super) fn decode<K: Managed>(obj: &DynamicObject) -> Result<Cached<K>, serde
 /// complete. A relist's objects (`InitApply`) reach the cache all at once at `InitDone`;
 /// a reconcile triggered before that would read the object as it was before the relist,
 /// and the trigger would be spent on it.
+///
+/// Each object is named by namespace and name only: the controller's queue holds one
+/// reference per waiting object (all of them after a restart's relist), and the one
+/// kube-runtime makes from an object carries its uid and resourceVersion too.
 pub(super) fn triggered<K: Managed>(
     reflected: impl Stream<Item = Result<watcher::Event<Cached<K>>, watcher::Error>> + Send,
     store: Store<Cached<K>>,
     triggers: Arc<Triggers>,
-) -> impl Stream<Item = Arc<Cached<K>>> + Send {
+) -> impl Stream<Item = ObjectRef<Cached<K>>> + Send {
+    let named = |object: &Cached<K>| {
+        ObjectRef::new(&object.name_any()).within(&object.namespace().unwrap_or_default())
+    };
     reflected.flat_map(move |event| {
         let objects = match event {
             Ok(watcher::Event::Apply(object))
                 if triggers.changed(&object, trigger_key(&object)) =>
             {
-                vec![Arc::new(object)]
+                vec![named(&object)]
             }
-            Ok(watcher::Event::InitDone) => triggers.relisted(store.state(), trigger_key),
+            Ok(watcher::Event::InitDone) => triggers
+                .relisted(store.state(), trigger_key)
+                .iter()
+                .map(|object| named(object))
+                .collect(),
             Ok(_) => Vec::new(),
             Err(err) => {
                 // The watcher retries with backoff; the cache keeps its last state.
