@@ -223,8 +223,8 @@ pub struct TargetIndex {
 
 #[derive(Default)]
 struct IndexState {
-    live: HashMap<u64, Vec<(String, String)>>,
-    relisting: Option<HashMap<u64, Vec<(String, String)>>>,
+    live: HashMap<u64, Vec<Box<str>>>,
+    relisting: Option<HashMap<u64, Vec<Box<str>>>>,
 }
 
 fn target_hash(target: &str) -> u64 {
@@ -233,15 +233,21 @@ fn target_hash(target: &str) -> u64 {
     hasher.finish()
 }
 
-fn key_of<K: Resource>(object: &K) -> (String, String) {
-    (
-        object.meta().namespace.clone().unwrap_or_default(),
-        object.meta().name.clone().unwrap_or_default(),
+/// `namespace/name` (neither may contain a slash): one allocation per indexed object.
+fn key_of<K: Resource>(object: &K) -> Box<str> {
+    let meta = object.meta();
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
     )
+    .into_boxed_str()
 }
 
-fn insert(map: &mut HashMap<u64, Vec<(String, String)>>, hash: u64, key: (String, String)) {
-    let entries = map.entry(hash).or_default();
+fn insert(map: &mut HashMap<u64, Vec<Box<str>>>, hash: u64, key: Box<str>) {
+    // Nearly every target has one object: room for exactly one (a Vec's first push
+    // would make room for four).
+    let entries = map.entry(hash).or_insert_with(|| Vec::with_capacity(1));
     if !entries.contains(&key) {
         entries.push(key);
     }
@@ -307,7 +313,7 @@ impl TargetIndex {
     ) -> Vec<std::sync::Arc<Cached<K>>> {
         let hash = target_hash(object.target());
         let mine = key_of(object);
-        let candidates: Vec<(String, String)> = self.with(|state| {
+        let candidates: Vec<Box<str>> = self.with(|state| {
             state
                 .live
                 .get(&hash)
@@ -316,8 +322,9 @@ impl TargetIndex {
         });
         candidates
             .into_iter()
-            .filter_map(|(namespace, name)| {
-                store.get(&ObjectRef::<Cached<K>>::new(&name).within(&namespace))
+            .filter_map(|key| {
+                let (namespace, name) = key.split_once('/')?;
+                store.get(&ObjectRef::<Cached<K>>::new(name).within(namespace))
             })
             .filter(|other| {
                 other.target() == object.target()
