@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what the tests need, then runs every
-# suite. Works on a fresh machine with the Rust toolchain, Go and Python 3 with pip.
+# suite. Works on a fresh machine with the Rust toolchain, Go and Python 3 with pip
+# (make and a C compiler are installed from Debian if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# jemalloc, the binary's allocator, is built from its source with make and a C compiler.
+if ! command -v make >/dev/null || ! command -v cc >/dev/null; then
+  echo "== installing make and a C compiler (Debian packages)"
+  apt-get update -qq && apt-get install -y -qq make gcc >/dev/null
+fi
 
 echo "== installing test dependencies (moto, boto3, pytest, the Helm library, Lua)"
 python3 -m pip install --quiet --disable-pip-version-check \
