@@ -818,6 +818,13 @@ impl Audit {
     /// counted so far to `found`.
     fn read_new(&mut self, uri: &str, found: &mut Option<ApiCounts>) -> Result<()> {
         let mut file = std::fs::File::open(&self.path)?;
+        if file.metadata()?.len() < self.offset {
+            return Err(format!(
+                "{} is shorter than what was read of it: kube-apiserver rotated it",
+                self.path.display()
+            )
+            .into());
+        }
         file.seek(SeekFrom::Start(self.offset))?;
         let mut chunk = std::mem::take(&mut self.partial);
         let read = file.read_to_end(&mut chunk)?;

@@ -204,6 +204,9 @@ start_component() {
         --endpoint-reconciler-type none
         --audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/audit.log"
         --audit-log-format json --audit-log-mode blocking
+        # One file, never rotated: the benchmark reads it as it grows, and a fleet run
+        # writes more than the 100 MB at which kube-apiserver rotates by default.
+        --audit-log-maxsize 1000000
         --profiling=false
         ${SHADOWSYNC_APISERVER_ARGS:-})
       ;;
