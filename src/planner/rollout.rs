@@ -249,7 +249,10 @@ pub fn slice_size(percent: u8, n: usize) -> usize {
 /// Plans one pass of a rollout. See the module documentation for the rules.
 pub fn plan_rollout(input: &RolloutInput<'_>) -> RolloutPlan {
     let mut members: Vec<&Member> = input.members.iter().collect();
-    members.sort_by_key(|m| (order_key(&m.thing), m.thing.clone()));
+    // The key once per member (a SHA-256 and a copy of the name): `sort_by_key` would
+    // make it twice per comparison, about 27 times per member at 10,000 members, on
+    // every pass of the set.
+    members.sort_by_cached_key(|m| (order_key(&m.thing), m.thing.as_str()));
     members.dedup_by(|a, b| a.thing == b.thing);
     let n = members.len();
     let steps = input.settings.effective_steps();
