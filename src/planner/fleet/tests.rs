@@ -68,6 +68,11 @@ fn ready(status: &ThingShadowSetStatus) -> &Condition {
     condition(status, READY).expect("a Ready condition")
 }
 
+/// A condition's status and reason, to compare with one assertion.
+fn pair(c: &Condition) -> (&str, &str) {
+    (c.status.as_str(), c.reason.as_str())
+}
+
 fn json_of(status: &ThingShadowSetStatus) -> String {
     serde_json::to_string(status).expect("a status serializes")
 }
@@ -442,16 +447,10 @@ fn an_invalid_spec_changes_nothing_and_stalls_with_one_event() {
     let plan = world.plan(t(100));
     assert!(plan.changes.is_empty(), "{:?}", plan.changes);
     let r = ready(&plan.status);
-    assert_eq!(
-        (r.status.as_str(), r.reason.as_str()),
-        ("False", "InvalidSpec")
-    );
+    assert_eq!(pair(r), ("False", "InvalidSpec"));
     assert!(r.message.contains("spec.rollout.steps[1]"), "{}", r.message);
     let s = condition(&plan.status, STALLED).expect("Stalled");
-    assert_eq!(
-        (s.status.as_str(), s.reason.as_str()),
-        ("True", "InvalidSpec")
-    );
+    assert_eq!(pair(s), ("True", "InvalidSpec"));
     assert_eq!(s.observed_generation, Some(world.generation));
     assert!(condition(&plan.status, RECONCILING).is_none());
     assert_eq!(plan.status.observed_generation, Some(world.generation));
@@ -514,15 +513,9 @@ fn an_unread_membership_changes_nothing_and_waits() {
         assert!(plan.changes.is_empty(), "{:?}", plan.changes);
         assert!(plan.events.is_empty());
         let r = ready(&plan.status);
-        assert_eq!(
-            (r.status.as_str(), r.reason.as_str()),
-            ("False", "MembershipUnavailable")
-        );
+        assert_eq!(pair(r), ("False", "MembershipUnavailable"));
         let rec = condition(&plan.status, RECONCILING).expect("Reconciling");
-        assert_eq!(
-            (rec.status.as_str(), rec.reason.as_str()),
-            ("True", "MembershipUnavailable")
-        );
+        assert_eq!(pair(rec), ("True", "MembershipUnavailable"));
         assert!(condition(&plan.status, STALLED).is_none());
         assert!(
             r.message.contains(error.unwrap_or("not read yet")),
@@ -616,10 +609,7 @@ fn a_canary_rollout_goes_step_by_step_to_complete() {
     assert_eq!(first.status.step.as_deref(), Some("1/3 (10%)"));
     assert_eq!(first.status.step_started_time, Some(rfc3339(t(0))));
     let r = ready(&first.status);
-    assert_eq!(
-        (r.status.as_str(), r.reason.as_str()),
-        ("False", "RolloutProgressing")
-    );
+    assert_eq!(pair(r), ("False", "RolloutProgressing"));
     // Counts are of what the children show, before this pass's changes.
     assert!(
         r.message
@@ -687,10 +677,7 @@ fn a_canary_rollout_goes_step_by_step_to_complete() {
         (100, 100, 100, 0)
     );
     let r = ready(&done.status);
-    assert_eq!(
-        (r.status.as_str(), r.reason.as_str()),
-        ("True", "RolloutComplete")
-    );
+    assert_eq!(pair(r), ("True", "RolloutComplete"));
     assert_eq!(r.last_transition_time, rfc3339(t(180)));
     assert!(condition(&done.status, RECONCILING).is_none());
     assert!(condition(&done.status, STALLED).is_none());
@@ -829,15 +816,9 @@ fn failures_beyond_the_budget_with_rollback_restore_the_previous_template() {
         .reason
         .starts_with("Conflict: "));
     let r = ready(&plan.status);
-    assert_eq!(
-        (r.status.as_str(), r.reason.as_str()),
-        ("False", "RolloutAborted")
-    );
+    assert_eq!(pair(r), ("False", "RolloutAborted"));
     let s = condition(&plan.status, STALLED).expect("Stalled");
-    assert_eq!(
-        (s.status.as_str(), s.reason.as_str()),
-        ("True", "RolloutAborted")
-    );
+    assert_eq!(pair(s), ("True", "RolloutAborted"));
     assert!(condition(&plan.status, RECONCILING).is_none());
 
     // Every child that carries the new revision goes back, with exactly the old template.
