@@ -68,6 +68,12 @@ fn ready(status: &ThingShadowSetStatus) -> &Condition {
     condition(status, READY).expect("a Ready condition")
 }
 
+/// Asserts that the Ready condition's message contains `text`.
+fn assert_ready_says(status: &ThingShadowSetStatus, text: &str) {
+    let message = &ready(status).message;
+    assert!(message.contains(text), "{message}");
+}
+
 /// A condition's status and reason, to compare with one assertion.
 fn pair(c: &Condition) -> (&str, &str) {
     (c.status.as_str(), c.reason.as_str())
@@ -487,13 +493,7 @@ fn an_invalid_template_names_its_field_under_spec_template() {
     let world = World::new(spec, things(3));
     let plan = world.plan(t(0));
     assert!(plan.changes.is_empty());
-    assert!(
-        ready(&plan.status)
-            .message
-            .contains("spec.template.refreshInterval"),
-        "{}",
-        ready(&plan.status).message
-    );
+    assert_ready_says(&plan.status, "spec.template.refreshInterval");
 }
 
 #[test]
@@ -628,13 +628,7 @@ fn a_canary_rollout_goes_step_by_step_to_complete() {
     assert!(waiting.changes.is_empty(), "{:?}", waiting.changes);
     assert_eq!(waiting.status.current_step, 0);
     assert_eq!(waiting.recheck_after, Some(Duration::from_secs(570)));
-    assert!(
-        ready(&waiting.status)
-            .message
-            .contains("10 of 100 things updated, 0 converged"),
-        "{}",
-        ready(&waiting.status).message
-    );
+    assert_ready_says(&waiting.status, "10 of 100 things updated, 0 converged");
 
     world.converge_all();
     let second = world.step(t(60));
