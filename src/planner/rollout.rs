@@ -382,7 +382,9 @@ pub fn plan_rollout(input: &RolloutInput<'_>) -> RolloutPlan {
             if st.conflicting || st.carries {
                 continue;
             }
-            if current.joins.contains(&i) {
+            // `joins` is in ascending order: a search, not a scan per member (a first
+            // pass over 10,000 new members was 50 million comparisons).
+            if current.joins.binary_search(&i).is_ok() {
                 assign.push((member.thing.clone(), revision.clone()));
             } else if member.child.is_none() {
                 // Outside the slice: a new member starts on the last complete revision.
@@ -415,7 +417,7 @@ pub fn plan_rollout(input: &RolloutInput<'_>) -> RolloutPlan {
 /// positions takes its slot and passes. So never more than `size` devices carry the
 /// revision, whoever joins.
 struct Slice {
-    /// Devices (by position) that get the revision now.
+    /// Devices (by position, ascending) that get the revision now.
     joins: Vec<usize>,
     /// Every slot is taken and every device in it has converged or failed.
     passed: bool,
