@@ -1,6 +1,7 @@
-//! What the operator adds to a [`Kind`]: the kube `Resource` bound and what needs a
-//! cluster (reading a referenced Secret or ConfigMap payload). Everything else about a
-//! kind is in [`crate::kinds`], shared with the CLI.
+//! What the operator adds to a [`Kind`]: the kube `Resource` bound, what needs a
+//! cluster (reading a referenced Secret or ConfigMap payload) and what else sees the
+//! kind's watch (the sets' children). Everything else about a kind is in
+//! [`crate::kinds`], shared with the CLI.
 
 use std::future::Future;
 
@@ -20,11 +21,38 @@ pub trait Managed:
     /// The payload the pass publishes, read from the cluster when the spec references
     /// one.
     fn payload(&self, ctx: &Context) -> impl Future<Output = PayloadInput> + Send;
+
+    /// Sees every event of the kind's watch, each object as decoded, before it is made
+    /// compact for the cache (which keeps no labels). Nothing by default.
+    fn observe(_ctx: &Context, _event: Observed<'_, Self>) {}
+}
+
+/// One event of a kind's watch, as [`Managed::observe`] sees it. An object that does not
+/// decode is not shown.
+pub enum Observed<'a, K> {
+    /// A relist begins: what it delivers replaces everything at [`Observed::RelistDone`].
+    RelistStarted,
+    /// An object of the relist.
+    Relisted(&'a K),
+    RelistDone,
+    /// An object was created or changed.
+    Applied(&'a K),
+    /// An object was deleted.
+    Deleted {
+        namespace: &'a str,
+        name: &'a str,
+    },
 }
 
 impl Managed for ThingShadow {
     async fn payload(&self, _ctx: &Context) -> PayloadInput {
         PayloadInput::Inline
+    }
+
+    /// The ThingShadows that carry the set label are the sets' children: one watch
+    /// serves both controllers.
+    fn observe(ctx: &Context, event: Observed<'_, Self>) {
+        ctx.children.observe(event);
     }
 }
 

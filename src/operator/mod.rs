@@ -100,6 +100,8 @@ pub struct Context {
     recoveries: watch::Receiver<u64>,
     /// Readiness and progress, for the probes.
     health: Arc<Health>,
+    /// The sets' children, fed by the ThingShadow watch (see [`kinds::Managed::observe`]).
+    children: fleet::Children,
 }
 
 impl Context {
@@ -165,6 +167,7 @@ pub async fn run(settings: Settings) -> u8 {
             }
         },
     );
+    let (children, set_wakes) = fleet::Children::new();
     let ctx = Arc::new(Context {
         events: events::EventSink::new(
             client.clone(),
@@ -179,6 +182,7 @@ pub async fn run(settings: Settings) -> u8 {
         resources: resources::Resources::default(),
         recoveries,
         health: health.clone(),
+        children,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -255,6 +259,7 @@ pub async fn run(settings: Settings) -> u8 {
         ctx.clone(),
         registry,
         settings.namespace.as_deref(),
+        set_wakes,
         leadership.until_stopped(stop_rx.clone()),
         {
             let health = health.clone();

@@ -144,6 +144,9 @@ pub enum ChildChange {
         uid: String,
         revision: String,
         template: Arc<ShadowTemplate>,
+        /// The child carries a revision annotation, so it has annotations to which the
+        /// new revision's can be added in place.
+        annotated: bool,
     },
     /// Delete the child of a thing that left the selection.
     Delete {
@@ -361,6 +364,7 @@ fn child_changes(
                 uid: child.uid.clone(),
                 revision: assigned.clone(),
                 template: Arc::clone(template),
+                annotated: child.revision.is_some(),
             }),
             None => changes.push(ChildChange::Create {
                 thing: thing.clone(),

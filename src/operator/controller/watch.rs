@@ -1,6 +1,7 @@
-//! The watch of one kind: untyped list and watch, each object decoded on its own into
-//! the compact cached form, the target index kept, and the stream of objects to
-//! reconcile filtered to what can change a reconcile's outcome.
+//! The watch of one kind: untyped list and watch, each object decoded on its own, shown
+//! to the kind's observer ([`Managed::observe`]: the sets' children) and made into the
+//! compact cached form, the target index kept, and the stream of objects to reconcile
+//! filtered to what can change a reconcile's outcome.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -16,7 +17,7 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::super::cache::{Cached, TargetIndex, Triggers};
-use super::super::kinds::Managed;
+use super::super::kinds::{Managed, Observed};
 use super::super::refresh::Refreshes;
 use super::super::Context;
 use super::invalid::{explain_undecodable, report_undecodable};
@@ -82,11 +83,34 @@ pub(super) fn decoded<K: Managed>(
                     }
                     tokio::spawn(report_undecodable::<K>(ctx.clone(), obj.clone(), err));
                 };
-                let convert = |obj: DynamicObject| -> Option<Cached<K>> {
-                    decode::<K>(&obj).map_err(|_| undecodable(&obj)).ok()
+                // Decoded, shown to the kind's observer (the sets' children), compact.
+                let decode = |obj: &DynamicObject, relisted: bool| {
+                    typed::<K>(obj).and_then(|typed| {
+                        let cached = Cached::new(&typed)?;
+                        K::observe(
+                            &ctx,
+                            if relisted {
+                                Observed::Relisted(&typed)
+                            } else {
+                                Observed::Applied(&typed)
+                            },
+                        );
+                        Ok(cached)
+                    })
                 };
+                let convert = |obj: DynamicObject| -> Option<Cached<K>> {
+                    decode(&obj, true).map_err(|_| undecodable(&obj)).ok()
+                };
+                if let Ok(watcher::Event::Delete(obj)) = &event {
+                    if let (Some(namespace), Some(name)) = (
+                        obj.metadata.namespace.as_deref(),
+                        obj.metadata.name.as_deref(),
+                    ) {
+                        K::observe(&ctx, Observed::Deleted { namespace, name });
+                    }
+                }
                 match event {
-                    Ok(watcher::Event::Apply(obj)) => match decode::<K>(&obj) {
+                    Ok(watcher::Event::Apply(obj)) => match decode(&obj, false) {
                         Ok(o) => {
                             index.applied(&o);
                             Some(Ok(watcher::Event::Apply(o)))
@@ -103,33 +127,37 @@ pub(super) fn decoded<K: Managed>(
                             })
                         }
                     },
-                    Ok(watcher::Event::Delete(obj)) => match decode::<K>(&obj) {
-                        Ok(o) => {
-                            index.deleted(&o);
-                            triggers.forget(&o);
-                            refreshes.cancel(&o);
-                            Some(Ok(watcher::Event::Delete(o)))
-                        }
-                        // Gone: nothing to tell, and its cached version left with its
-                        // last Apply.
-                        Err(_) => {
-                            if let Some(uid) = obj.uid() {
-                                ctx.metrics.readiness(&uid, K::KIND, None);
-                                ctx.resources.forget(&uid);
+                    Ok(watcher::Event::Delete(obj)) => {
+                        match typed::<K>(&obj).and_then(|typed| Cached::new(&typed)) {
+                            Ok(o) => {
+                                index.deleted(&o);
+                                triggers.forget(&o);
+                                refreshes.cancel(&o);
+                                Some(Ok(watcher::Event::Delete(o)))
                             }
-                            None
+                            // Gone: nothing to tell, and its cached version left with its
+                            // last Apply.
+                            Err(_) => {
+                                if let Some(uid) = obj.uid() {
+                                    ctx.metrics.readiness(&uid, K::KIND, None);
+                                    ctx.resources.forget(&uid);
+                                }
+                                None
+                            }
                         }
-                    },
+                    }
                     Ok(watcher::Event::InitApply(obj)) => convert(obj).map(|o| {
                         index.relisted(&o);
                         Ok(watcher::Event::InitApply(o))
                     }),
                     Ok(watcher::Event::Init) => {
                         index.relist_started();
+                        K::observe(&ctx, Observed::RelistStarted);
                         Some(Ok(watcher::Event::Init))
                     }
                     Ok(watcher::Event::InitDone) => {
                         index.relist_done();
+                        K::observe(&ctx, Observed::RelistDone);
                         Some(Ok(watcher::Event::InitDone))
                     }
                     Err(err) => Some(Err(err)),
@@ -138,11 +166,9 @@ pub(super) fn decoded<K: Managed>(
         })
 }
 
-/// The compact cached form of a watched object.
-pub(super) fn decode<K: Managed>(obj: &DynamicObject) -> Result<Cached<K>, serde_json::Error> {
-    serde_json::to_value(obj)
-        .and_then(serde_json::from_value::<K>)
-        .and_then(|typed| Cached::new(&typed))
+/// A watched object, typed.
+fn typed<K: Managed>(obj: &DynamicObject) -> Result<K, serde_json::Error> {
+    serde_json::to_value(obj).and_then(serde_json::from_value::<K>)
 }
 
 /// The objects to reconcile, from the reflected watch: a changed object as its event

@@ -1,21 +1,23 @@
-//! The children of every set, as the sets need them: one watch of the ThingShadows that
-//! carry the set label, each reduced to its [`ChildFacts`] as it arrives (the objects
-//! themselves are not kept), grouped by set and thing.
+//! The children of every set, as the sets need them: the ThingShadow controller's watch
+//! shows it every ThingShadow it decodes ([`Children::observe`]), and those that carry
+//! the set label are reduced to their [`ChildFacts`] (the objects themselves are not
+//! kept here), grouped by set and thing. One watch of the ThingShadows serves both
+//! controllers: a second one, selected by the label, would have the apiserver send
+//! every child twice and the operator decode it twice.
 //!
-//! The watch also says which set to look at again: every change of a child names its
-//! set (the label), and a relist names every set it saw before or after.
+//! Every change of a child names its set to look at again (sent to the set controller),
+//! and a relist names every set it saw before or after.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use futures::{Stream, StreamExt};
-use kube::api::{Api, DynamicObject};
+use futures::Stream;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
-use tracing::warn;
+use kube::ResourceExt;
+use tokio::sync::mpsc;
 
+use super::super::kinds::Observed;
 use crate::api::{ThingShadow, ThingShadowSet, SET_LABEL};
 use crate::planner::fleet::ChildFacts;
 
@@ -23,11 +25,12 @@ use crate::planner::fleet::ChildFacts;
 pub type SetKey = (String, String);
 
 /// The children of every set.
-#[derive(Default)]
 pub struct Children {
     state: Mutex<State>,
     /// The first list is complete.
     ready: AtomicBool,
+    /// The sets to look at again, to the set controller.
+    wake: mpsc::UnboundedSender<SetKey>,
 }
 
 #[derive(Default)]
@@ -41,6 +44,24 @@ struct State {
 }
 
 impl Children {
+    /// The children (empty, not ready) and the stream of sets to look at again.
+    pub fn new() -> (
+        Children,
+        impl Stream<Item = ObjectRef<ThingShadowSet>> + Send + 'static,
+    ) {
+        let (wake, woken) = mpsc::unbounded_channel::<SetKey>();
+        let children = Children {
+            state: Mutex::new(State::default()),
+            ready: AtomicBool::new(false),
+            wake,
+        };
+        let sets = futures::stream::unfold(woken, |mut woken| async move {
+            let (namespace, name) = woken.recv().await?;
+            Some((ObjectRef::new(&name).within(&namespace), woken))
+        });
+        (children, sets)
+    }
+
     /// Whether the first list is complete (before it, a set would see no children and
     /// create them all again).
     pub fn ready(&self) -> bool {
@@ -53,44 +74,67 @@ impl Children {
         key: &SetKey,
         f: impl FnOnce(&HashMap<String, ChildFacts>) -> T,
     ) -> T {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self.state();
         match state.by_set.get(key) {
             Some(children) => f(children),
             None => f(&HashMap::new()),
         }
     }
 
-    /// Files a child; returns its set.
-    fn apply(&self, namespace: String, set: String, facts: ChildFacts) -> SetKey {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (namespace.clone(), set);
-        state.file(key.clone(), namespace, facts);
-        key
+    /// Takes in one event of the ThingShadow watch; wakes the sets it concerns.
+    pub fn observe(&self, event: Observed<'_, ThingShadow>) {
+        let woken = match event {
+            Observed::RelistStarted => {
+                self.state().relist = Some(Vec::new());
+                Vec::new()
+            }
+            Observed::Relisted(shadow) => {
+                if let Some((namespace, set)) = child_of(shadow) {
+                    self.state().relist.get_or_insert_with(Vec::new).push((
+                        namespace,
+                        set,
+                        ChildFacts::of(shadow),
+                    ));
+                }
+                Vec::new()
+            }
+            Observed::RelistDone => self.relist_done(),
+            Observed::Applied(shadow) => self.apply(shadow),
+            Observed::Deleted { namespace, name } => self
+                .state()
+                .unfile(&(namespace.to_string(), name.to_string()))
+                .into_iter()
+                .collect(),
+        };
+        for set in woken {
+            // The set controller is gone only when the operator stops.
+            let _ = self.wake.send(set);
+        }
     }
 
-    /// Forgets a child; returns its set.
-    fn delete(&self, namespace: String, name: String) -> Option<SetKey> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.unfile(&(namespace, name))
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn relist_started(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.relist = Some(Vec::new());
-    }
-
-    fn relisted(&self, namespace: String, set: String, facts: ChildFacts) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state
-            .relist
-            .get_or_insert_with(Vec::new)
-            .push((namespace, set, facts));
+    /// Files a child, or forgets an object that no longer carries the set label; returns
+    /// the sets it concerns.
+    fn apply(&self, shadow: &ThingShadow) -> Vec<SetKey> {
+        let mut state = self.state();
+        let child = (shadow.namespace().unwrap_or_default(), shadow.name_any());
+        match child_of(shadow) {
+            Some((namespace, set)) => {
+                let key = (namespace.clone(), set);
+                let moved_from = state.file(key.clone(), namespace, ChildFacts::of(shadow));
+                moved_from.into_iter().chain([key]).collect()
+            }
+            None => state.unfile(&child).into_iter().collect(),
+        }
     }
 
     /// Replaces everything with what the relist delivered; returns every set seen before
     /// or after.
     fn relist_done(&self) -> Vec<SetKey> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state();
         let mut sets: HashSet<SetKey> = state.by_set.keys().cloned().collect();
         let listed = state.relist.take().unwrap_or_default();
         state.by_set.clear();
@@ -109,16 +153,18 @@ impl Children {
 }
 
 impl State {
-    fn file(&mut self, key: SetKey, namespace: String, facts: ChildFacts) {
+    /// Files a child; returns the set it was filed under before, if another.
+    fn file(&mut self, key: SetKey, namespace: String, facts: ChildFacts) -> Option<SetKey> {
         let child = (namespace, facts.name.clone());
         // A child whose label moved to another set, or whose thing changed (it cannot:
         // thingName is immutable), is filed anew.
-        self.unfile(&child);
+        let before = self.unfile(&child).filter(|before| *before != key);
         self.filed.insert(child, (key.clone(), facts.thing.clone()));
         self.by_set
             .entry(key)
             .or_default()
             .insert(facts.thing.clone(), facts);
+        before
     }
 
     fn unfile(&mut self, child: &(String, String)) -> Option<SetKey> {
@@ -135,96 +181,39 @@ impl State {
     }
 }
 
-/// The set a child belongs to (its label) and its facts; `None` for an object that is
-/// not a readable child.
-fn child_of(obj: &DynamicObject) -> Option<(String, String, ChildFacts)> {
-    let namespace = obj.metadata.namespace.clone()?;
-    let set = obj.metadata.labels.as_ref()?.get(SET_LABEL)?.clone();
-    match obj.clone().try_parse::<ThingShadow>() {
-        Ok(shadow) => Some((namespace, set, ChildFacts::of(&shadow))),
-        Err(err) => {
-            // The ThingShadow controller marks it InvalidObject; the set sees no child
-            // for its thing until it is mended.
-            warn!(error = %err, name = ?obj.metadata.name, "a set's child does not decode");
-            None
-        }
-    }
-}
-
-/// Watches the children (ThingShadows with the set label) into `children`; yields the
-/// sets to look at again. Watch failures are retried with backoff and reported to
-/// `failed` (for the liveness probe); answers to `answered`.
-pub fn watch(
-    api: Api<DynamicObject>,
-    children: std::sync::Arc<Children>,
-    answered: impl Fn() + Send + 'static,
-    failed: impl Fn() + Send + 'static,
-) -> impl Stream<Item = ObjectRef<ThingShadowSet>> + Send {
-    let config = watcher::Config::default()
-        .labels(SET_LABEL)
-        .any_semantic()
-        .page_size(super::LIST_PAGE_SIZE);
-    watcher::watcher(api, config)
-        .default_backoff()
-        .flat_map(move |event| {
-            let sets: Vec<SetKey> = match event {
-                Err(err) => {
-                    warn!(error = %err, "the watch of the sets' children failed (retried)");
-                    failed();
-                    Vec::new()
-                }
-                Ok(event) => {
-                    answered();
-                    match event {
-                        Event::Init => {
-                            children.relist_started();
-                            Vec::new()
-                        }
-                        Event::InitApply(mut obj) => {
-                            obj.metadata.managed_fields = None;
-                            if let Some((namespace, set, facts)) = child_of(&obj) {
-                                children.relisted(namespace, set, facts);
-                            }
-                            Vec::new()
-                        }
-                        Event::InitDone => children.relist_done(),
-                        Event::Apply(mut obj) => {
-                            obj.metadata.managed_fields = None;
-                            match child_of(&obj) {
-                                Some((namespace, set, facts)) => {
-                                    vec![children.apply(namespace, set, facts)]
-                                }
-                                None => Vec::new(),
-                            }
-                        }
-                        Event::Delete(obj) => match (obj.metadata.namespace, obj.metadata.name) {
-                            (Some(namespace), Some(name)) => {
-                                children.delete(namespace, name).into_iter().collect()
-                            }
-                            _ => Vec::new(),
-                        },
-                    }
-                }
-            };
-            futures::stream::iter(
-                sets.into_iter()
-                    .map(|(namespace, name)| ObjectRef::new(&name).within(&namespace)),
-            )
-        })
+/// The namespace and set of a ThingShadow that carries the set label.
+fn child_of(shadow: &ThingShadow) -> Option<(String, String)> {
+    let namespace = shadow.namespace()?;
+    let set = shadow.labels().get(SET_LABEL)?.clone();
+    Some((namespace, set))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use futures::StreamExt;
+    use serde_json::json;
 
-    fn facts(name: &str, thing: &str, revision: &str) -> ChildFacts {
-        ChildFacts {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            thing: thing.into(),
-            revision: Some(revision.into()),
-            ..ChildFacts::default()
+    use super::*;
+    use crate::api::REVISION_ANNOTATION;
+
+    /// A ThingShadow `name` of `thing`, labelled for `set` (none: no label), carrying
+    /// `revision`.
+    fn shadow(name: &str, thing: &str, set: Option<&str>, revision: &str) -> ThingShadow {
+        let mut value = json!({
+            "apiVersion": "iot.shadowsync.dev/v1alpha1",
+            "kind": "ThingShadow",
+            "metadata": {
+                "name": name,
+                "namespace": "ns",
+                "uid": format!("uid-{name}"),
+                "annotations": {REVISION_ANNOTATION: revision},
+            },
+            "spec": {"thingName": thing},
+        });
+        if let Some(set) = set {
+            value["metadata"]["labels"] = json!({SET_LABEL: set});
         }
+        serde_json::from_value(value).expect("a ThingShadow")
     }
 
     fn things(children: &Children, set: &str) -> Vec<(String, String)> {
@@ -237,48 +226,84 @@ mod tests {
         out
     }
 
+    /// The sets woken so far, sorted, by name.
+    fn woken(sets: &mut (impl Stream<Item = ObjectRef<ThingShadowSet>> + Unpin)) -> Vec<String> {
+        let mut names = Vec::new();
+        while let Some(Some(set)) = sets.next().now_or_never() {
+            assert_eq!(set.namespace.as_deref(), Some("ns"));
+            names.push(set.name);
+        }
+        names.sort();
+        names
+    }
+
+    use futures::FutureExt;
+
     #[test]
     fn children_are_filed_by_set_and_thing_and_forgotten_on_delete() {
-        let children = Children::default();
+        let (children, sets) = Children::new();
+        let mut sets = Box::pin(sets);
         assert!(!children.ready());
-        children.relist_started();
-        children.relisted("ns".into(), "a".into(), facts("a-1", "t1", "r1"));
-        children.relisted("ns".into(), "b".into(), facts("b-1", "t1", "r1"));
-        assert_eq!(things(&children, "a"), []);
-        let mut sets = children.relist_done();
-        sets.sort();
-        assert_eq!(sets, [("ns".into(), "a".into()), ("ns".into(), "b".into())]);
+        children.observe(Observed::RelistStarted);
+        children.observe(Observed::Relisted(&shadow("a-1", "t1", Some("a"), "r1")));
+        children.observe(Observed::Relisted(&shadow("b-1", "t1", Some("b"), "r1")));
+        children.observe(Observed::Relisted(&shadow("solo", "t9", None, "r1")));
+        assert_eq!(things(&children, "a"), [], "a relist counts once complete");
+        assert_eq!(woken(&mut sets), Vec::<String>::new());
+        children.observe(Observed::RelistDone);
+        assert_eq!(
+            woken(&mut sets),
+            ["a", "b"],
+            "an unlabelled shadow is no child"
+        );
         assert!(children.ready());
         assert_eq!(things(&children, "a"), [("t1".into(), "r1".into())]);
 
         // An update replaces; a delete forgets and names the set.
-        children.apply("ns".into(), "a".into(), facts("a-1", "t1", "r2"));
-        children.apply("ns".into(), "a".into(), facts("a-2", "t2", "r2"));
+        children.observe(Observed::Applied(&shadow("a-1", "t1", Some("a"), "r2")));
+        children.observe(Observed::Applied(&shadow("a-2", "t2", Some("a"), "r2")));
+        assert_eq!(woken(&mut sets), ["a", "a"]);
         assert_eq!(
             things(&children, "a"),
             [("t1".into(), "r2".into()), ("t2".into(), "r2".into())]
         );
-        assert_eq!(
-            children.delete("ns".into(), "a-1".into()),
-            Some(("ns".into(), "a".into()))
-        );
-        assert_eq!(children.delete("ns".into(), "a-1".into()), None);
+        children.observe(Observed::Deleted {
+            namespace: "ns",
+            name: "a-1",
+        });
+        assert_eq!(woken(&mut sets), ["a"]);
+        children.observe(Observed::Deleted {
+            namespace: "ns",
+            name: "a-1",
+        });
+        children.observe(Observed::Deleted {
+            namespace: "ns",
+            name: "solo",
+        });
+        assert_eq!(woken(&mut sets), Vec::<String>::new(), "nothing to tell");
         assert_eq!(things(&children, "a"), [("t2".into(), "r2".into())]);
 
-        // A child relabelled to another set moves.
-        children.apply("ns".into(), "b".into(), facts("a-2", "t2", "r2"));
+        // A child relabelled to another set moves, and both sets look again.
+        children.observe(Observed::Applied(&shadow("a-2", "t2", Some("b"), "r2")));
+        assert_eq!(woken(&mut sets), ["a", "b"]);
         assert_eq!(things(&children, "a"), []);
         assert_eq!(
             things(&children, "b"),
             [("t1".into(), "r1".into()), ("t2".into(), "r2".into())]
         );
+        // One whose label is removed is no longer a child.
+        children.observe(Observed::Applied(&shadow("a-2", "t2", None, "r2")));
+        assert_eq!(woken(&mut sets), ["b"]);
+        assert_eq!(things(&children, "b"), [("t1".into(), "r1".into())]);
 
         // A relist drops what it did not deliver and names the sets that lost children.
-        children.relist_started();
-        children.relisted("ns".into(), "b".into(), facts("b-1", "t1", "r3"));
-        let mut sets = children.relist_done();
-        sets.sort();
-        assert_eq!(sets, [("ns".into(), "b".into())]);
+        children.observe(Observed::Applied(&shadow("a-3", "t3", Some("a"), "r2")));
+        assert_eq!(woken(&mut sets), ["a"]);
+        children.observe(Observed::RelistStarted);
+        children.observe(Observed::Relisted(&shadow("b-1", "t1", Some("b"), "r3")));
+        children.observe(Observed::RelistDone);
+        assert_eq!(woken(&mut sets), ["a", "b"]);
+        assert_eq!(things(&children, "a"), []);
         assert_eq!(things(&children, "b"), [("t1".into(), "r3".into())]);
     }
 }

@@ -198,6 +198,7 @@ impl World {
                     uid,
                     revision: rev,
                     template,
+                    ..
                 } => {
                     let child = self.children.get_mut(thing).expect("an updated child");
                     assert_eq!((&child.name, &child.uid), (name, uid));
@@ -711,6 +712,7 @@ fn a_template_change_updates_the_slice_and_new_members_get_the_complete_template
             uid,
             revision: r,
             template: x,
+            annotated,
         } = change
         else {
             panic!("not an update: {change:?}");
@@ -718,6 +720,7 @@ fn a_template_change_updates_the_slice_and_new_members_get_the_complete_template
         assert_eq!(uid, &uids[thing], "the uid is the precondition");
         assert_eq!(name, &child_name(SET, thing));
         assert_eq!((r, &**x), (&new_rev, &new));
+        assert!(annotated, "the child carries the old revision's annotation");
     }
     assert_eq!(plan.status.revision.as_deref(), Some(new_rev.as_str()));
     assert_eq!(
@@ -777,6 +780,30 @@ fn a_template_change_updates_the_slice_and_new_members_get_the_complete_template
 
 /// 10 things complete on `on`, steps [30, 100], one failure allowed; the template turns
 /// to `off` and two of the three canaries stall.
+#[test]
+fn a_child_that_lost_its_revision_annotation_is_given_the_revision_again() {
+    let mut world = completed(3, rollout(&[]));
+    let lost = world.things[0].clone();
+    // Someone removed the child's annotations: it no longer says what it carries.
+    world.children.get_mut(&lost).expect("a child").revision = None;
+    let plan = world.plan(t(200));
+    let updates: Vec<(&str, bool)> = plan
+        .changes
+        .iter()
+        .map(|change| match change {
+            ChildChange::Update {
+                thing, annotated, ..
+            } => (thing.as_str(), *annotated),
+            other => panic!("not an update: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        updates,
+        [(lost.as_str(), false)],
+        "the annotations must be made anew"
+    );
+}
+
 fn failing_rollout(on_failure: RolloutFailurePolicy) -> (World, SetPlan) {
     let mut r = rollout(&[30, 100]);
     r.max_failures = IntOrString::Int(1);
