@@ -113,7 +113,7 @@ impl JsonSchema for ThingShadowSet {
 }
 
 /// The things of a set: exactly one of the three fields.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = schema::kubernetes, extend("x-kubernetes-validations" = [
     {
@@ -153,7 +153,7 @@ fn thing_names(_: &mut SchemaGenerator) -> Schema {
 }
 
 /// A thing group as a selector.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = schema::kubernetes)]
 pub struct ThingGroupSelector {

@@ -32,6 +32,7 @@ use crate::api::{ManagementPolicy, FINALIZER, PAUSED_ANNOTATION, RECONCILE_REQUE
 use crate::reason::Reason;
 use crate::sync::{SyncEvent, SyncOptions};
 use watch::{after_outages, decoded, triggered};
+pub(super) use writes::status_apply;
 use writes::{add_finalizer, publish, remove_finalizer};
 
 /// The field manager of every write the operator makes.

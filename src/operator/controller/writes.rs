@@ -27,24 +27,31 @@ pub(in crate::operator) async fn write_status<K: Managed>(
     if prior == status {
         return Ok(());
     }
-    let (group, version) = crate::api::API_VERSION
-        .split_once('/')
-        .unwrap_or((crate::api::GROUP, crate::api::VERSION));
-    let patch = json!({
-        "apiVersion": format!("{group}/{version}"),
-        "kind": K::KIND,
-        "status": status,
-    });
+    let (params, patch) = status_apply(K::KIND, status);
     let written = written_api::<K>(ctx, api)
-        .patch_status(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
+        .patch_status(name, &params, &patch)
         .await
         .map_err(OperatorError::Kube)?;
     ctx.wrote(&written);
     Ok(())
+}
+
+/// The server-side apply of a status of `kind` (any kind of the API group, the sets
+/// too): the operator's field manager, forced, since it owns every status field (which
+/// is what lets a later write drop a condition).
+pub(in crate::operator) fn status_apply(
+    kind: &str,
+    status: &impl serde::Serialize,
+) -> (PatchParams, Patch<serde_json::Value>) {
+    let patch = json!({
+        "apiVersion": crate::api::API_VERSION,
+        "kind": kind,
+        "status": status,
+    });
+    (
+        PatchParams::apply(FIELD_MANAGER).force(),
+        Patch::Apply(patch),
+    )
 }
 
 /// What the answer to a write is read for: the object's uid and resourceVersion (see
