@@ -271,15 +271,18 @@ async fn reconcile(set: Arc<ThingShadowSet>, fleet: Arc<Fleet>) -> Result<Action
     // The status before the children: it holds the rollout's memory (revision, step),
     // which the writes act on, and a pass that writes thousands of children takes
     // minutes, during which the set shows this pass's counts and step. At most one status
-    // write a second: a pass less than a second after the last write leaves it to the
-    // next pass.
-    let mut next = plan.recheck_after;
+    // write a second: a pass less than a second after the last write does nothing and
+    // comes back. It must not act: the next pass would plan from the old memory (a step
+    // advanced, its devices updated, and the status still naming the step before).
     if plan.status != prior {
-        match fleet.status_written_recently(&uid) {
-            Some(wait) => next = Some(next.map_or(wait, |n| n.min(wait))),
-            None => write_status(&fleet.ctx, &namespace, &name, &plan.status).await?,
+        if let Some(wait) = fleet.status_written_recently(&uid) {
+            // This pass only planned: the next one need not wait a whole interval.
+            fleet.pass_abandoned(&uid);
+            return Ok(Action::requeue(wait));
         }
+        write_status(&fleet.ctx, &namespace, &name, &plan.status).await?;
     }
+    let mut next = plan.recheck_after;
 
     let owner = owner_reference(&set, &uid);
     // Each write's future is made when its turn comes: at most WRITE_CONCURRENCY exist
@@ -350,6 +353,15 @@ impl Fleet {
         }
         let entry = remembered.entry(uid.to_string()).or_default();
         spaced(&mut entry.last_pass, Instant::now())
+    }
+
+    /// Forgets the start of this pass, which wrote nothing, so that the next one is not
+    /// spaced from it.
+    fn pass_abandoned(&self, uid: &str) {
+        let mut remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = remembered.get_mut(uid) {
+            entry.last_pass = None;
+        }
     }
 
     /// `Some(wait)` when the set's status was written less than MIN_PASS_INTERVAL ago;
